@@ -1,0 +1,167 @@
+"""Benchmarks by name: the embedded ones now, the real datasets later.
+
+A benchmark resolves to in-memory uint8 image tensors (N×3×H×W) with labels: ID train/val/test
+splits and OOD sets, each OOD set with disjoint val and test halves. Images are normalized on
+the device, batch-wise, with the benchmark's per-channel mean and std.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SETTINGS = ("spurious", "fine-grained", "conventional")
+OOD_GROUPS = ("spurious", "fine-grained", "near", "far")
+
+
+@dataclass(frozen=True)
+class Split:
+    images: Tensor  # uint8, N×C×H×W
+    labels: Tensor  # int64, N (−1 for OOD)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass(frozen=True)
+class OODSet:
+    name: str
+    group: str
+    val: Split
+    test: Split
+
+
+@dataclass(frozen=True)
+class BenchmarkData:
+    name: str
+    setting: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: Split
+    val: Split
+    test: Split
+    ood: tuple[OODSet, ...]
+    embedded: bool = False
+
+    def id_split(self, split: str) -> Split:
+        return {"train": self.train, "val": self.val, "test": self.test}[split]
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    setting: str
+    description: str
+    build: Callable[[int], BenchmarkData]
+    embedded: bool = False
+    version: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, BenchmarkSpec] = {}
+
+
+class UnknownBenchmarkError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def register_benchmark(name: str, *, setting: str, description: str, embedded: bool = False, version: int = 1):
+    """Decorator adding a builder `fn(seed) -> BenchmarkData` to the registry under `name`."""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting: expected one of {SETTINGS}, got {setting!r}")
+
+    def wrap(fn: Callable[[int], BenchmarkData]) -> Callable[[int], BenchmarkData]:
+        if name in _REGISTRY:
+            raise ValueError(f"benchmark {name!r} is registered twice")
+        _REGISTRY[name] = BenchmarkSpec(name, setting, description, fn, embedded, version)
+        return fn
+
+    return wrap
+
+
+def list_benchmarks() -> list[str]:
+    _ensure_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> BenchmarkSpec:
+    _ensure_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownBenchmarkError(
+            f"unknown benchmark {name!r}; expected one of {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def cache_dir() -> Path:
+    """Where built benchmarks are cached: $ASCOOD_CACHE, else ~/.cache/ascood."""
+    return Path(os.environ.get("ASCOOD_CACHE", Path.home() / ".cache" / "ascood"))
+
+
+def load_benchmark(name: str, *, seed: int = 0) -> BenchmarkData:
+    """Build (deterministically from `seed`) or read from the on-disk cache."""
+    spec = get_spec(name)
+    path = cache_dir() / "benchmarks" / f"{name}-v{spec.version}-seed{seed}.pt"
+    if path.exists():
+        try:
+            return _from_state(torch.load(path, weights_only=True), spec)
+        except Exception:  # a torn or stale cache file is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    data = spec.build(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(_to_state(data), tmp)
+    os.replace(tmp, path)
+    return data
+
+
+def _to_state(d: BenchmarkData) -> dict:
+    state = {
+        "num_classes": d.num_classes,
+        "mean": list(d.mean),
+        "std": list(d.std),
+        "ood_names": [o.name for o in d.ood],
+        "ood_groups": [o.group for o in d.ood],
+    }
+    for split in ("train", "val", "test"):
+        s = d.id_split(split)
+        state[f"id/{split}/images"], state[f"id/{split}/labels"] = s.images, s.labels
+    for o in d.ood:
+        for split in ("val", "test"):
+            s = getattr(o, split)
+            state[f"ood/{o.name}/{split}/images"], state[f"ood/{o.name}/{split}/labels"] = s.images, s.labels
+    return state
+
+
+def _from_state(state: dict, spec: BenchmarkSpec) -> BenchmarkData:
+    def split(prefix: str) -> Split:
+        return Split(state[f"{prefix}/images"], state[f"{prefix}/labels"])
+
+    ood = tuple(
+        OODSet(name, group, split(f"ood/{name}/val"), split(f"ood/{name}/test"))
+        for name, group in zip(state["ood_names"], state["ood_groups"], strict=True)
+    )
+    return BenchmarkData(
+        name=spec.name,
+        setting=spec.setting,
+        num_classes=int(state["num_classes"]),
+        mean=tuple(state["mean"]),
+        std=tuple(state["std"]),
+        train=split("id/train"),
+        val=split("id/val"),
+        test=split("id/test"),
+        ood=ood,
+        embedded=spec.embedded,
+    )
+
+
+def _ensure_builtin() -> None:
+    import ascood.data.embedded  # noqa: F401  (registers cmnist, mnist6, mnist10)

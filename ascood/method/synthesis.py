@@ -1,0 +1,93 @@
+"""Outlier synthesis: one virtual outlier per ID image, from the current model's saliency.
+
+All functions are pure: they take the normalized batch `x` (B×C×H×W), its saliency `G` and plain
+numbers, and return a detached outlier batch `x'` of the same shape. Nothing is clamped to the
+valid pixel range (as released).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SYNTHESIS_KINDS = ("gradient", "gradient-subtract", "shuffle", "gaussian")
+
+
+def num_kept_entries(size: int, p_inv: float) -> int:
+    """n = ⌊size · p_inv⌋, as the released code's `int(...)`; at least one entry must survive."""
+    n = int(size * p_inv)
+    if n < 1:
+        raise ValueError(f"p_inv={p_inv} keeps no entry of an input with {size} entries; raise p_inv")
+    return n
+
+
+def topk_mask(scores: Tensor, n: int) -> Tensor:
+    """0/1 mask (same shape as `scores`, B×…) keeping the n largest entries of each sample."""
+    flat = scores.flatten(1)
+    idx = flat.topk(n, dim=1, sorted=False).indices
+    mask = torch.zeros_like(flat).scatter_(1, idx, 1.0)
+    return mask.view_as(scores)
+
+
+def gradient_outliers(x: Tensor, grad: Tensor, alpha: float, p_inv: float, *, subtract: bool = False) -> Tensor:
+    """x' = x ± α·G⊙M, M keeping the ⌊C·H·W·p_inv⌋ largest |G| over channels and pixels together.
+
+    Adding (the method) destroys the invariant features while raising the true-class logit, which
+    gives hard "confident but wrong" outliers; subtracting is the paper's weaker ablation.
+    """
+    n = num_kept_entries(x[0].numel(), p_inv)
+    mask = topk_mask(grad.abs(), n)
+    step = alpha * grad * mask
+    return (x - step if subtract else x + step).detach()
+
+
+def shuffle_outliers(x: Tensor, grad: Tensor, p_inv: float, generator: torch.Generator | None = None) -> Tensor:
+    """Randomly permute the pixel vectors at the ⌊H·W·p_inv⌋ most salient locations.
+
+    Locations are ranked by Σ_c exp(G_c) (the *signed* gradient, as released); logsumexp gives
+    the same ranking without overflow. Each sample gets its own permutation of its own locations;
+    every other pixel is untouched.
+    """
+    b, c, h, w = x.shape
+    n = num_kept_entries(h * w, p_inv)
+    rank = torch.logsumexp(grad.float(), dim=1).flatten(1)
+    loc = rank.topk(n, dim=1, sorted=False).indices
+    noise = torch.rand(b, n, generator=generator, device="cpu" if generator is None else generator.device)
+    perm = noise.to(x.device).argsort(dim=1)
+    src = loc.gather(1, perm)
+    flat = x.detach().flatten(2)
+    out = flat.clone()
+    out.scatter_(2, loc[:, None, :].expand(b, c, n), flat.gather(2, src[:, None, :].expand(b, c, n)))
+    return out.view_as(x)
+
+
+def gaussian_outliers(x: Tensor, alpha: float, generator: torch.Generator | None = None) -> Tensor:
+    """x' = α·N(0, I): pure noise of the batch's shape, not added to x (one released CelebA config)."""
+    device = "cpu" if generator is None else generator.device
+    noise = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
+    return (alpha * noise).to(device=x.device, dtype=x.dtype)
+
+
+def synthesize(
+    kind: str,
+    x: Tensor,
+    grad: Tensor | None,
+    *,
+    alpha: float,
+    p_inv: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Dispatch on the synthesis kind (`ood_type` in the released configs)."""
+    if kind == "gradient":
+        return gradient_outliers(x, grad, alpha, p_inv)
+    if kind == "gradient-subtract":
+        return gradient_outliers(x, grad, alpha, p_inv, subtract=True)
+    if kind == "shuffle":
+        return shuffle_outliers(x, grad, p_inv, generator)
+    if kind == "gaussian":
+        return gaussian_outliers(x, alpha, generator)
+    raise ValueError(f"ood_type: expected one of {SYNTHESIS_KINDS}, got {kind!r}")
+
+
+def needs_saliency(kind: str) -> bool:
+    return kind != "gaussian"
