@@ -1,0 +1,151 @@
+"""`ascood-train`: train and evaluate one run on a named benchmark, with Rich progress and table."""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ascood.cli.common import OneLineParser, UsageError, fail, read_yaml_mapping
+from ascood.config import ConfigError, TrainConfig, flag_name, validate_config
+from ascood.evaluate import SplitResult
+from ascood.models import WeightsError
+from ascood.train import CheckpointMismatch, EpochStats
+
+PROG = "ascood-train"
+ALIASES = {"lambda": "lam"}
+
+
+def _arg_type(annotation):
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        return _arg_type(args[0])
+    if origin is typing.Literal:
+        return str
+    if origin is tuple:
+        return str
+    return annotation if annotation in (int, float, str, Path) else str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog=PROG, description="Train and evaluate one ASCOOD run on a named benchmark.")
+    p.add_argument("--config", help="YAML file of option: value (flags given here override it)")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<run id>)")
+    p.add_argument("--overwrite", action="store_true", help="start anew instead of resuming a run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    for name, field in TrainConfig.model_fields.items():
+        flag = flag_name(name)
+        kw = {"dest": name, "default": argparse.SUPPRESS, "help": (field.description or f"default: {field.default}")}
+        if field.annotation is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            p.add_argument(flag, type=_arg_type(field.annotation), **kw)
+    return p
+
+
+def load_config(args: argparse.Namespace) -> TrainConfig:
+    values: dict = {}
+    source = None
+    if args.config:
+        raw = read_yaml_mapping(args.config)
+        values = {ALIASES.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in raw.items()}
+        source = args.config
+    flags = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields}
+    try:
+        if source:
+            validate_config(values, source=source)
+        return validate_config({**values, **flags})
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def results_table(result: SplitResult, cfg: TrainConfig, embedded: bool, setting: str) -> Table:
+    scorers = list(dict.fromkeys(s.scorer for s in result.sets))
+    title = f"{cfg.benchmark} ({setting}) · {result.split} · ID accuracy {result.id_accuracy:.2f}%"
+    caption = f"AUROC↑/FPR@95↓ in %; FPR@95 convention: {cfg.fpr_convention}"
+    if embedded:
+        caption += "\nembedded benchmark: a demo and test bed, not a result on the paper's benchmarks"
+    table = Table(title=title, caption=caption)
+    table.add_column("OOD set (group)")
+    for s in scorers:
+        table.add_column(s, justify="right")
+    by_key = {(s.ood_set, s.scorer): s.metrics for s in result.sets}
+    sets = list(dict.fromkeys((s.ood_set, s.ood_group) for s in result.sets))
+    for i, (name, group) in enumerate(sets):
+        cells = (f"{by_key[(name, s)].auroc:.1f}/{by_key[(name, s)].fpr95:.1f}" for s in scorers)
+        table.add_row(f"{name} ({group})", *cells, end_section=i == len(sets) - 1)
+    for group in dict.fromkeys(g for _, g in sets):
+        members = [n for n, g in sets if g == group]
+        cells = []
+        for s in scorers:
+            au = sum(by_key[(n, s)].auroc for n in members) / len(members)
+            fp = sum(by_key[(n, s)].fpr95 for n in members) / len(members)
+            cells.append(f"{au:.1f}/{fp:.1f}")
+        table.add_row(f"[bold]{group} mean[/bold]", *cells)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    from accelerate import PartialState
+
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args)
+    except UsageError as exc:
+        fail(PROG, str(exc))
+
+    from ascood.data.registry import get_spec
+    from ascood.trial import run_id_for, run_trial
+    from ascood.train import make_accelerator
+
+    accelerator = make_accelerator(cfg.mixed_precision)
+    main_proc = PartialState().is_main_process
+    console = Console(stderr=False)
+    out = args.out or Path("runs") / run_id_for(cfg)
+    show = main_proc and not args.no_progress and console.is_terminal
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, disable=not show,
+    )
+    task = progress.add_task("train", total=None, info="")
+
+    def on_step(epoch: int, step: int, steps: int) -> None:
+        if progress.tasks[0].total is None:
+            progress.update(task, total=steps * cfg.epochs, completed=epoch * steps)
+        progress.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs}")
+
+    def on_epoch(stats: EpochStats, model) -> None:
+        if main_proc:
+            msg = (f"epoch {stats.epoch}/{cfg.epochs}  loss {stats.loss:.4f}  ce {stats.ce:.4f}  "
+                   f"kl {stats.kl:.4f}  alpha {stats.alpha:g}  {stats.seconds:.1f}s")
+            progress.console.print(msg)
+            progress.update(task, info=f"loss {stats.loss:.3f}")
+
+    if main_proc:
+        console.print(f"[bold]{PROG}[/bold] {cfg.method} on {cfg.benchmark} -> {out}")
+    try:
+        with progress:
+            result = run_trial(cfg, out, accelerator=accelerator, overwrite=args.overwrite, on_step=on_step, on_epoch=on_epoch)
+    except (WeightsError, CheckpointMismatch) as exc:
+        fail(PROG, str(exc))
+    if not main_proc:
+        return 0
+    if result.status == "failed":
+        console.print(f"[red]run failed:[/red] {result.reason}; results in {out / 'results.parquet'}")
+        return 1
+    spec = get_spec(cfg.benchmark)
+    for split in result.last:
+        if split.split == "test":
+            console.print(results_table(split, cfg, spec.embedded, spec.setting))
+    console.print(f"results: {out / 'results.parquet'}   checkpoint: {out / 'checkpoint.pt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""Typed, validated configuration of one training run (validated once, at the edge)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ascood.method.normalization import FEATURE_NORMS
+from ascood.method.synthesis import SYNTHESIS_KINDS
+from ascood.metrics import FPR_CONVENTIONS
+
+SCORER_NAMES = ("msp", "maxlogit", "energy", "odin", "iodin")
+
+# Field name → command-line flag, for error messages that name what the user typed.
+FLAG_NAMES = {"lam": "--lambda", "ood_type": "--ood-type"}
+
+
+def flag_name(field: str) -> str:
+    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+class TrainConfig(BaseModel):
+    """Every hyperparameter of one ASCOOD (or plain cross-entropy) run.
+
+    Defaults are the released code's where they exist (SGD + Nesterov, wd 5e-4, σ = 0.5, z-score,
+    gradient synthesis with p_inv = 0.1, eval-mode saliency), sized for the embedded benchmarks.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    benchmark: str = "mnist10"
+    method: Literal["ascood", "ce"] = "ascood"
+    backbone: str = "small_cnn"
+    weights: Path | None = None
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = True
+    fc_lr_factor: float = Field(1.0, gt=0)
+    alpha_max: float = Field(1.0, ge=0)
+    alpha_min: float = Field(1.0, ge=0)
+    p_inv: float = 0.1
+    lam: float = 1.0
+    sigma: float = 0.5
+    ood_type: str = "gradient"
+    feature_norm: str | None = None
+    saliency_mode: Literal["eval", "train"] = "eval"
+    seed: int = 0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    eval_every: int = Field(1, ge=1)
+    scorers: tuple[str, ...] = SCORER_NAMES
+    odin_temperature: float = Field(1000.0, gt=0)
+    odin_epsilon: float = Field(0.0014, ge=0)
+    iodin_k: int = Field(1, ge=1)
+    fpr_convention: str = "openood"
+    num_workers: int = Field(0, ge=0)
+
+    @field_validator("p_inv")
+    @classmethod
+    def _p_inv(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError(f"expected a value in (0, 1], got {v}")
+        return v
+
+    @field_validator("sigma")
+    @classmethod
+    def _sigma(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"expected a value > 0, got {v}")
+        return v
+
+    @field_validator("lam")
+    @classmethod
+    def _lam(cls, v: float) -> float:
+        if not v >= 0:
+            raise ValueError(f"expected a value >= 0, got {v}")
+        return v
+
+    @field_validator("ood_type")
+    @classmethod
+    def _ood_type(cls, v: str) -> str:
+        if v not in SYNTHESIS_KINDS:
+            raise ValueError(f"expected one of {', '.join(SYNTHESIS_KINDS)}, got {v!r}")
+        return v
+
+    @field_validator("feature_norm")
+    @classmethod
+    def _feature_norm(cls, v: str | None) -> str | None:
+        if v is not None and v not in FEATURE_NORMS:
+            raise ValueError(f"expected one of {', '.join(FEATURE_NORMS)}, got {v!r}")
+        return v
+
+    @field_validator("fpr_convention")
+    @classmethod
+    def _fpr_convention(cls, v: str) -> str:
+        if v not in FPR_CONVENTIONS:
+            raise ValueError(f"expected one of {', '.join(FPR_CONVENTIONS)}, got {v!r}")
+        return v
+
+    @field_validator("scorers", mode="before")
+    @classmethod
+    def _scorers(cls, v):
+        items = tuple(s.strip() for s in v.split(",")) if isinstance(v, str) else tuple(v)
+        bad = [s for s in items if s not in SCORER_NAMES]
+        if bad or not items:
+            raise ValueError(f"expected a non-empty subset of {', '.join(SCORER_NAMES)}, got {', '.join(bad) or 'none'}")
+        return items
+
+    @field_validator("benchmark")
+    @classmethod
+    def _benchmark(cls, v: str) -> str:
+        from ascood.data.registry import get_spec
+
+        get_spec(v)  # raises with the list of known names
+        return v
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, v: str) -> str:
+        from ascood.models.registry import list_models
+
+        if v not in list_models():
+            raise ValueError(f"expected one of {', '.join(list_models())}, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _alpha_order(self) -> TrainConfig:
+        if self.alpha_min > self.alpha_max:
+            raise ValueError(f"--alpha-min ({self.alpha_min}) must not exceed --alpha-max ({self.alpha_max})")
+        return self
+
+    @property
+    def resolved_feature_norm(self) -> str:
+        """z-score for ASCOOD, none for the plain CE baseline, unless set explicitly."""
+        if self.feature_norm is not None:
+            return self.feature_norm
+        return "zscore" if self.method == "ascood" else "none"
+
+
+class ConfigError(ValueError):
+    """Invalid user configuration; the message is one line naming the option."""
+
+
+def validate_config(values: dict, source: str | None = None) -> TrainConfig:
+    """Build a TrainConfig, turning pydantic's report into one line naming the first bad option."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err.get("loc", ())]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown option"
+        where = flag_name(loc[0]) if loc else "config"
+        if source:
+            where = f"{source}: {loc[0] if loc else 'config'}"
+        if not loc and msg.startswith("--"):
+            raise ConfigError(msg) from None
+        raise ConfigError(f"{where}: {msg}") from None
+    except KeyError as exc:  # unknown benchmark raised from the registry lookup
+        raise ConfigError(f"--benchmark: {exc}") from None

@@ -1,0 +1,71 @@
+"""DataLoaders over in-memory uint8 splits, and on-device normalization of a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ascood.data.registry import Split
+
+
+class SplitDataset(Dataset):
+    def __init__(self, split: Split):
+        self.images = split.images
+        self.labels = split.labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.images[i], self.labels[i]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation drawn from (seed, epoch) alone, so a resumed run sees the same order.
+
+    The epoch is set with `use_epoch`, deliberately not `set_epoch`: Accelerate's prepared loader
+    calls `set_epoch` with its own iteration count, which restarts at 0 in a resumed process.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def use_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def train_loader(split: Split, batch_size: int, seed: int, num_workers: int = 0) -> tuple[DataLoader, EpochShuffleSampler]:
+    sampler = EpochShuffleSampler(len(split), seed)
+    loader = DataLoader(
+        SplitDataset(split), batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=False
+    )
+    return loader, sampler
+
+
+def eval_loader(split: Split, batch_size: int, num_workers: int = 0) -> DataLoader:
+    return DataLoader(SplitDataset(split), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+class Normalizer:
+    """uint8 images → float, (x/255 − mean)/std per channel, on the batch's device."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, images: Tensor) -> Tensor:
+        if self.mean.device != images.device:
+            self.mean, self.std = self.mean.to(images.device), self.std.to(images.device)
+        return (images.float().div_(255.0) - self.mean) / self.std

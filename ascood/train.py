@@ -1,0 +1,214 @@
+"""The training loop, managed by Accelerate (device placement, mixed precision, DDP).
+
+One process or several (DDP via torchrun / Ray Train; on CPU that needs `Accelerator(cpu=True)`,
+which `make_accelerator` passes whenever no GPU is present). A checkpoint is written after every
+epoch and a run resumes from it; data order and synthesis noise are drawn from (seed, epoch), so
+a resumed run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from ascood.config import TrainConfig
+from ascood.data.loading import Normalizer, train_loader
+from ascood.data.registry import BenchmarkData
+from ascood.method.losses import ascood_loss
+from ascood.method.saliency import saliency_from_logits, true_class_saliency
+from ascood.method.schedule import alpha_at, cosine_lr_factor
+from ascood.method.synthesis import needs_saliency, synthesize
+from ascood.models import OODNet, create_model
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class CheckpointMismatch(ValueError):
+    """The run directory holds a checkpoint of a different configuration."""
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int  # epochs completed (1-based)
+    alpha: float
+    loss: float
+    ce: float
+    kl: float
+    lr: float
+    seconds: float
+
+
+def make_accelerator(mixed_precision: str = "no") -> Accelerator:
+    """An Accelerator that really wraps DDP on CPU too (plain `Accelerator()` silently does not)."""
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+
+
+def build_optimizer(model: OODNet, lr: float, momentum: float, weight_decay: float, nesterov: bool, fc_lr_factor: float) -> torch.optim.SGD:
+    """SGD with two groups: the final linear layer at lr·fc_lr_factor, everything else at lr."""
+    fc_ids = {id(p) for p in model.fc.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in fc_ids]
+    groups = [{"params": rest, "lr": lr}, {"params": list(model.fc.parameters()), "lr": lr * fc_lr_factor}]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, lr: float) -> LambdaLR:
+    """Cosine annealing stepped every iteration, lr → 1e-6 over the whole run."""
+    return LambdaLR(optimizer, lambda step: cosine_lr_factor(step, total_steps, lr))
+
+
+def config_json(cfg: TrainConfig) -> str:
+    return cfg.model_dump_json()
+
+
+def run_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63)
+
+
+def load_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict | None:
+    """The run's checkpoint if any; refuses one written by a different configuration."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = json.loads(state["config"])
+    mine = json.loads(config_json(cfg))
+    if saved != mine:
+        diff = sorted(k for k in mine if saved.get(k) != mine[k])
+        raise CheckpointMismatch(
+            f"{run_dir}: holds a run with a different configuration (differs in {', '.join(diff)}); "
+            "use another --out or --overwrite"
+        )
+    return state
+
+
+def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, epoch: int, cfg: TrainConfig) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "config": config_json(cfg),
+    }
+    tmp = run_dir / f".{CHECKPOINT}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, run_dir / CHECKPOINT)
+
+
+def ascood_step(
+    model: nn.Module, raw: nn.Module, x: Tensor, y: Tensor, *, cfg: TrainConfig, alpha: float,
+    generator: torch.Generator, accelerator: Accelerator,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One ASCOOD loss: synthesize x' from the current model, then CE(x) + λ·KL(U‖p(x'))."""
+    kind = cfg.ood_type
+    if needs_saliency(kind) and cfg.saliency_mode == "train":
+        # Train-mode saliency reusing the ID forward pass; ID and outliers then pass separately
+        # through BatchNorm (batch statistics of B each, not of the concatenated 2B).
+        x = x.requires_grad_(True)
+        with accelerator.autocast():
+            logits_id = raw(x)
+        grad = saliency_from_logits(logits_id, x, y)
+        x_ood = synthesize(kind, x.detach(), grad, alpha=alpha, p_inv=cfg.p_inv, generator=generator)
+        with accelerator.autocast():
+            logits_ood = model(x_ood)
+        return ascood_loss(logits_id.float(), y, logits_ood.float(), cfg.lam)
+    grad = None
+    if needs_saliency(kind):
+        with accelerator.autocast():
+            grad = true_class_saliency(raw, x, y, train_mode=False)
+    x_ood = synthesize(kind, x, grad, alpha=alpha, p_inv=cfg.p_inv, generator=generator)
+    with accelerator.autocast():
+        logits = model(torch.cat([x, x_ood])).float()
+    b = x.shape[0]
+    return ascood_loss(logits[:b], y, logits[b:], cfg.lam)
+
+
+def ce_step(model: nn.Module, x: Tensor, y: Tensor, accelerator: Accelerator) -> tuple[Tensor, Tensor, Tensor]:
+    with accelerator.autocast():
+        ce = F.cross_entropy(model(x).float(), y)
+    return ce, ce, torch.zeros_like(ce)
+
+
+EpochHook = Callable[[EpochStats, OODNet], None]
+StepHook = Callable[[int, int, int], None]  # (epoch, step in epoch, steps per epoch)
+
+
+def fit(
+    cfg: TrainConfig,
+    data: BenchmarkData,
+    run_dir: Path,
+    accelerator: Accelerator,
+    *,
+    on_epoch_end: EpochHook | None = None,
+    on_step: StepHook | None = None,
+) -> OODNet:
+    """Train (or resume) a run in `run_dir`; returns the unwrapped model."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = load_checkpoint(run_dir, cfg)
+    set_seed(cfg.seed)
+    model = create_model(
+        cfg.backbone, num_classes=data.num_classes, feature_norm=cfg.resolved_feature_norm,
+        sigma=cfg.sigma, weights=cfg.weights,
+    )
+    optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.fc_lr_factor)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    loader, sampler = train_loader(data.train, cfg.batch_size, cfg.seed, cfg.num_workers)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    steps_per_epoch = len(loader)
+    scheduler = build_scheduler(optimizer.optimizer, cfg.epochs * steps_per_epoch, cfg.lr)
+    if state is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    start_epoch = 0 if state is None else int(state["epoch"])
+    raw: OODNet = accelerator.unwrap_model(model)
+    normalize = Normalizer(data.mean, data.std)
+    device = accelerator.device
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        sampler.use_epoch(epoch)
+        torch.manual_seed(run_seed(cfg.seed, epoch, accelerator.process_index))
+        generator = torch.Generator(device=device).manual_seed(run_seed(cfg.seed, epoch, accelerator.process_index))
+        alpha = alpha_at(epoch, cfg.epochs, cfg.alpha_max, cfg.alpha_min)
+        model.train()
+        sums = torch.zeros(3, device=device)
+        for step, (images, y) in enumerate(loader):
+            x = normalize(images)
+            if cfg.method == "ascood":
+                loss, ce, kl = ascood_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator, accelerator=accelerator)
+            else:
+                loss, ce, kl = ce_step(model, x, y, accelerator)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            sums += torch.stack([loss.detach(), ce.detach(), kl.detach()])
+            if on_step is not None:
+                on_step(epoch, step + 1, steps_per_epoch)
+        means = accelerator.reduce(sums, reduction="mean") / steps_per_epoch
+        loss_v, ce_v, kl_v = (float(v) for v in means.cpu())
+        if not math.isfinite(loss_v):
+            raise TrainingDiverged(f"loss became {loss_v} in epoch {epoch + 1} (alpha={alpha:g})")
+        stats = EpochStats(epoch + 1, alpha, loss_v, ce_v, kl_v, scheduler.get_last_lr()[0], time.perf_counter() - t0)
+        if on_epoch_end is not None:
+            on_epoch_end(stats, raw)
+        if accelerator.is_main_process:
+            save_checkpoint(run_dir, raw, optimizer, scheduler, epoch + 1, cfg)
+        accelerator.wait_for_everyone()
+    return raw

@@ -1,0 +1,154 @@
+"""One run, end to end: a config in, trained checkpoint and result rows out.
+
+The only place that knows both the training loop and evaluation. Results are written after every
+evaluated epoch (keyed by epoch, atomically), so an interrupted run keeps them and a resumed run
+neither loses nor duplicates them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from ascood.config import TrainConfig
+from ascood.data.registry import BenchmarkData, load_benchmark
+from ascood.evaluate import Evaluator, SplitResult
+from ascood.results import SCHEMA_VERSION, code_version, read_rows, upsert_epoch, write_results
+from ascood.scorers import Scorer, build_scorers
+from ascood.train import CHECKPOINT, EpochHook, EpochStats, StepHook, TrainingDiverged, config_json, fit, make_accelerator
+
+RESULTS = "results.parquet"
+
+
+@dataclass
+class TrialResult:
+    run_id: str
+    status: str
+    reason: str | None
+    rows: list[dict] = field(default_factory=list)
+    last: list[SplitResult] = field(default_factory=list)
+
+
+def run_id_for(cfg: TrainConfig) -> str:
+    digest = hashlib.sha256(config_json(cfg).encode()).hexdigest()[:10]
+    return f"{cfg.benchmark}-{cfg.method}-seed{cfg.seed}-{digest}"
+
+
+def make_rows(
+    cfg: TrainConfig, data: BenchmarkData, run_id: str, stats: EpochStats, results: list[SplitResult],
+    scorers: list[Scorer], *, wall_time_s: float, sweep: str | None, trial_id: str | None,
+) -> list[dict]:
+    params = {s.name: json.dumps(s.params(), sort_keys=True) for s in scorers}
+    base = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": sweep, "trial_id": trial_id,
+        "benchmark": cfg.benchmark, "setting": data.setting, "embedded": data.embedded, "method": cfg.method,
+        "backbone": cfg.backbone, "seed": cfg.seed, "epoch": stats.epoch, "epochs": cfg.epochs,
+        "fpr_convention": cfg.fpr_convention, "alpha_max": cfg.alpha_max, "alpha_min": cfg.alpha_min,
+        "p_inv": cfg.p_inv, "lam": cfg.lam, "sigma": cfg.sigma, "ood_type": cfg.ood_type,
+        "feature_norm": cfg.resolved_feature_norm, "saliency_mode": cfg.saliency_mode, "lr": cfg.lr,
+        "fc_lr_factor": cfg.fc_lr_factor, "batch_size": cfg.batch_size, "train_loss": stats.loss,
+        "status": "running", "status_reason": None, "wall_time_s": wall_time_s,
+        "code_version": code_version(), "config_json": config_json(cfg),
+    }
+    rows = []
+    for split in results:
+        for s in split.sets:
+            rows.append({
+                **base, "split": split.split, "ood_set": s.ood_set, "ood_group": s.ood_group, "scorer": s.scorer,
+                "scorer_params": params[s.scorer], "id_accuracy": split.id_accuracy, "n_id": split.n_id,
+                "n_ood": s.n_ood, **s.metrics.as_dict(),
+            })
+    return rows
+
+
+def _kept_rows(out_dir: Path, run_id: str) -> list[dict]:
+    """Rows of this run already on disk, for the epochs its checkpoint covers."""
+    results, ckpt = out_dir / RESULTS, out_dir / CHECKPOINT
+    if not (results.exists() and ckpt.exists()):
+        return []
+    done = int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"])
+    return [r for r in read_rows(results) if r["run_id"] == run_id and r["epoch"] <= done]
+
+
+def run_trial(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    accelerator: Accelerator | None = None,
+    overwrite: bool = False,
+    sweep: str | None = None,
+    trial_id: str | None = None,
+    on_step: StepHook | None = None,
+    on_epoch: EpochHook | None = None,
+) -> TrialResult:
+    """Train and evaluate one run in `out_dir` (resuming it when a checkpoint is there)."""
+    out_dir = Path(out_dir)
+    accelerator = accelerator or make_accelerator(cfg.mixed_precision)
+    if overwrite and accelerator.is_main_process:
+        for name in (CHECKPOINT, RESULTS):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "tmp", ignore_errors=True)
+    accelerator.wait_for_everyone()
+    with accelerator.main_process_first():
+        data = load_benchmark(cfg.benchmark)
+    run_id = run_id_for(cfg)
+    rows = _kept_rows(out_dir, run_id)
+    wall0 = max((r["wall_time_s"] for r in rows), default=0.0)
+    t0 = time.perf_counter()
+    evaluator = Evaluator(
+        data, accelerator, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+        fpr_convention=cfg.fpr_convention,
+    )
+    scorers = build_scorers(
+        cfg.scorers, odin_temperature=cfg.odin_temperature, odin_epsilon=cfg.odin_epsilon, iodin_k=cfg.iodin_k
+    )
+    for s in scorers:
+        s.setup(None)
+    trial = TrialResult(run_id, "running", None)
+
+    def write(status: str, reason: str | None) -> None:
+        for r in rows:
+            r["status"], r["status_reason"] = status, reason
+        if accelerator.is_main_process:
+            write_results(out_dir / RESULTS, rows or [_status_row(cfg, data, run_id, status, reason, sweep, trial_id)])
+
+    def epoch_end(stats: EpochStats, model) -> None:
+        nonlocal rows
+        if stats.epoch % cfg.eval_every == 0 or stats.epoch == cfg.epochs:
+            trial.last = evaluator.evaluate(model, scorers)
+            new = make_rows(
+                cfg, data, run_id, stats, trial.last, scorers,
+                wall_time_s=wall0 + time.perf_counter() - t0, sweep=sweep, trial_id=trial_id,
+            )
+            rows = upsert_epoch(rows, new)
+            write("running", None)
+        if on_epoch is not None:
+            on_epoch(stats, model)
+
+    try:
+        fit(cfg, data, out_dir, accelerator, on_epoch_end=epoch_end, on_step=on_step)
+    except TrainingDiverged as exc:
+        trial.status, trial.reason = "failed", str(exc)
+        write("failed", str(exc))
+        trial.rows = rows
+        return trial
+    trial.status = "completed"
+    write("completed", None)
+    trial.rows = rows
+    return trial
+
+
+def _status_row(cfg, data, run_id, status, reason, sweep, trial_id) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": sweep, "trial_id": trial_id,
+        "benchmark": cfg.benchmark, "setting": data.setting, "embedded": data.embedded, "method": cfg.method,
+        "backbone": cfg.backbone, "seed": cfg.seed, "epoch": 0, "epochs": cfg.epochs, "status": status,
+        "status_reason": reason, "code_version": code_version(), "config_json": config_json(cfg),
+    }
