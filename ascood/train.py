@@ -110,6 +110,17 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, epoch
     os.replace(tmp, run_dir / CHECKPOINT)
 
 
+def sync_buffers(model: nn.Module, accelerator: Accelerator) -> None:
+    """Give every rank rank 0's BatchNorm running statistics.
+
+    DDP broadcasts buffers only at the start of a forward pass, so after the last step of an epoch
+    each rank holds statistics of its own shard; evaluation and checkpoints need one model.
+    """
+    if accelerator.num_processes > 1:
+        for buf in model.buffers():
+            torch.distributed.broadcast(buf, src=0)
+
+
 def ascood_step(
     model: nn.Module, raw: nn.Module, x: Tensor, y: Tensor, *, cfg: TrainConfig, alpha: float,
     generator: torch.Generator, accelerator: Accelerator,
@@ -165,16 +176,17 @@ def fit(
         cfg.backbone, num_classes=data.num_classes, feature_norm=cfg.resolved_feature_norm,
         sigma=cfg.sigma, weights=cfg.weights,
     )
+    loader, sampler = train_loader(data.train, cfg.batch_size, cfg.seed, cfg.num_workers)
+    loader = accelerator.prepare(loader)
+    steps_per_epoch = len(loader)
     optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.fc_lr_factor)
+    # The scheduler is built before the states are loaded: building it resets the groups' lr.
+    scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch, cfg.lr)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-    loader, sampler = train_loader(data.train, cfg.batch_size, cfg.seed, cfg.num_workers)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    steps_per_epoch = len(loader)
-    scheduler = build_scheduler(optimizer.optimizer, cfg.epochs * steps_per_epoch, cfg.lr)
-    if state is not None:
         scheduler.load_state_dict(state["scheduler"])
+    model, optimizer = accelerator.prepare(model, optimizer)
     start_epoch = 0 if state is None else int(state["epoch"])
     raw: OODNet = accelerator.unwrap_model(model)
     normalize = Normalizer(data.mean, data.std)
@@ -201,6 +213,7 @@ def fit(
             sums += torch.stack([loss.detach(), ce.detach(), kl.detach()])
             if on_step is not None:
                 on_step(epoch, step + 1, steps_per_epoch)
+        sync_buffers(raw, accelerator)
         means = accelerator.reduce(sums, reduction="mean") / steps_per_epoch
         loss_v, ce_v, kl_v = (float(v) for v in means.cpu())
         if not math.isfinite(loss_v):

@@ -27,6 +27,7 @@ N_TEXTURE_CROPS = 150  # per half and source image
 N_PHOTO_CROPS = 50
 N_NOISE = 300
 N_LETTERS = 600
+MIN_CROP_STD = 8.0
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -69,15 +70,21 @@ def _resize(img: np.ndarray) -> np.ndarray:
 
 
 def _crops(img: np.ndarray, half: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n random square crops (side 32…96, capped by the image) from the left or right half."""
+    """n random square crops (side 32…96, capped by the image) from the left or right half.
+
+    Near-constant crops (the black sky of `hubble_deep_field`, the border of `retina`) are drawn
+    again: they carry no content and would repeat across the val and test halves.
+    """
     h, w = img.shape[:2]
     x0, x1 = (0, w // 2) if half == "val" else (w // 2, w)
-    out = []
-    for _ in range(n):
+    out: list[np.ndarray] = []
+    while len(out) < n:
         side = int(rng.integers(SIZE, min(96, h, x1 - x0) + 1))
         top = int(rng.integers(0, h - side + 1))
         left = int(rng.integers(x0, x1 - side + 1))
-        out.append(_resize(img[top : top + side, left : left + side]))
+        crop = _resize(img[top : top + side, left : left + side])
+        if crop.std() >= MIN_CROP_STD:
+            out.append(crop)
     return np.stack(out)
 
 

@@ -1,0 +1,43 @@
+"""A real 2-process gloo DDP run through Accelerate: both ranks must end with identical weights."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("saliency_mode", ["eval", "train"])
+def test_two_process_ddp_trains_one_model(tmp_path, saliency_mode):
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(_free_port()), str(WORKER), str(tmp_path), saliency_mode,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for info in infos:
+        assert info["distributed_type"] == "DistributedType.MULTI_CPU"
+        assert info["num_processes"] == 2 and info["status"] == "completed"
+    w0, w1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(w0[k], w1[k]) for k in w0), "ranks diverged: DDP did not synchronize"
+    df = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    from ascood.data import load_benchmark
+
+    data = load_benchmark("cmnist")
+    assert (df.loc[df["split"] == "test", "n_id"] == len(data.test)).all(), "eval outputs gathered from both ranks"
+    assert (df.loc[df["split"] == "val", "n_id"] == len(data.val)).all()
