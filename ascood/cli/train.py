@@ -13,7 +13,6 @@ from rich.table import Table
 
 from ascood.cli.common import OneLineParser, UsageError, fail, read_yaml_mapping
 from ascood.config import ConfigError, TrainConfig, flag_name, validate_config
-from ascood.evaluate import SplitResult
 from ascood.models import WeightsError
 from ascood.train import CheckpointMismatch, EpochStats
 
@@ -65,30 +64,42 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
         raise UsageError(str(exc)) from None
 
 
-def results_table(result: SplitResult, cfg: TrainConfig, embedded: bool, setting: str) -> Table:
-    scorers = list(dict.fromkeys(s.scorer for s in result.sets))
-    title = f"{cfg.benchmark} ({setting}) · {result.split} · ID accuracy {result.id_accuracy:.2f}%"
-    caption = f"AUROC↑/FPR@95↓ in %; FPR@95 convention: {cfg.fpr_convention}"
+def results_table(rows: list[dict], title: str, *, embedded: bool, fpr_convention: str) -> Table:
+    """Per OOD set and group mean (plain mean of the sets), one column per scorer."""
+    scorers = list(dict.fromkeys(r["scorer"] for r in rows))
+    caption = f"AUROC↑/FPR@95↓ in %; FPR@95 convention: {fpr_convention}"
     if embedded:
         caption += "\nembedded benchmark: a demo and test bed, not a result on the paper's benchmarks"
     table = Table(title=title, caption=caption)
     table.add_column("OOD set (group)")
     for s in scorers:
         table.add_column(s, justify="right")
-    by_key = {(s.ood_set, s.scorer): s.metrics for s in result.sets}
-    sets = list(dict.fromkeys((s.ood_set, s.ood_group) for s in result.sets))
+    by_key = {(r["ood_set"], r["scorer"]): r for r in rows}
+    sets = list(dict.fromkeys((r["ood_set"], r["ood_group"]) for r in rows))
     for i, (name, group) in enumerate(sets):
-        cells = (f"{by_key[(name, s)].auroc:.1f}/{by_key[(name, s)].fpr95:.1f}" for s in scorers)
+        cells = (f"{by_key[(name, s)]['auroc']:.1f}/{by_key[(name, s)]['fpr95']:.1f}" for s in scorers)
         table.add_row(f"{name} ({group})", *cells, end_section=i == len(sets) - 1)
     for group in dict.fromkeys(g for _, g in sets):
         members = [n for n, g in sets if g == group]
         cells = []
         for s in scorers:
-            au = sum(by_key[(n, s)].auroc for n in members) / len(members)
-            fp = sum(by_key[(n, s)].fpr95 for n in members) / len(members)
+            au = sum(by_key[(n, s)]["auroc"] for n in members) / len(members)
+            fp = sum(by_key[(n, s)]["fpr95"] for n in members) / len(members)
             cells.append(f"{au:.1f}/{fp:.1f}")
         table.add_row(f"[bold]{group} mean[/bold]", *cells)
     return table
+
+
+def final_test_table(rows: list[dict], cfg: TrainConfig) -> Table | None:
+    evaluated = [r for r in rows if r["split"] == "test"]
+    if not evaluated:
+        return None
+    last = max(r["epoch"] for r in evaluated)
+    final = [r for r in evaluated if r["epoch"] == last]
+    first = final[0]
+    title = (f"{cfg.benchmark} ({first['setting']}) · {cfg.method} · test · epoch {last}"
+             f" · ID accuracy {first['id_accuracy']:.2f}%")
+    return results_table(final, title, embedded=first["embedded"], fpr_convention=cfg.fpr_convention)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         fail(PROG, str(exc))
 
-    from ascood.data.registry import get_spec
     from ascood.trial import run_id_for, run_trial
     from ascood.train import make_accelerator
 
@@ -139,10 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if result.status == "failed":
         console.print(f"[red]run failed:[/red] {result.reason}; results in {out / 'results.parquet'}")
         return 1
-    spec = get_spec(cfg.benchmark)
-    for split in result.last:
-        if split.split == "test":
-            console.print(results_table(split, cfg, spec.embedded, spec.setting))
+    table = final_test_table(result.rows, cfg)
+    if table is not None:
+        console.print(table)
     console.print(f"results: {out / 'results.parquet'}   checkpoint: {out / 'checkpoint.pt'}")
     return 0
 
