@@ -52,6 +52,7 @@ class TrainConfig(BaseModel):
     saliency_mode: Literal["eval", "train"] = "eval"
     seed: int = 0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    channels_last: bool = True
     eval_every: int = Field(1, ge=1)
     scorers: tuple[str, ...] = SCORER_NAMES
     odin_temperature: float = Field(1000.0, gt=0)

@@ -52,12 +52,13 @@ class Evaluator:
         num_workers: int = 0,
         splits: tuple[str, ...] = EVAL_SPLITS,
         fpr_convention: str = "openood",
+        channels_last: bool = False,
     ):
         self.data = data
         self.accelerator = accelerator
         self.splits = splits
         self.fpr_convention = fpr_convention
-        self.normalize = Normalizer(data.mean, data.std)
+        self.normalize = Normalizer(data.mean, data.std, channels_last)
         self.std = torch.tensor(data.std, dtype=torch.float32)
 
         def prep(split) -> DataLoader:

@@ -186,10 +186,12 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model, optimizer = accelerator.prepare(model, optimizer)
     start_epoch = 0 if state is None else int(state["epoch"])
     raw: OODNet = accelerator.unwrap_model(model)
-    normalize = Normalizer(data.mean, data.std)
+    normalize = Normalizer(data.mean, data.std, cfg.channels_last)
     device = accelerator.device
 
     for epoch in range(start_epoch, cfg.epochs):

@@ -104,7 +104,7 @@ def run_trial(
     t0 = time.perf_counter()
     evaluator = Evaluator(
         data, accelerator, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
-        fpr_convention=cfg.fpr_convention,
+        fpr_convention=cfg.fpr_convention, channels_last=cfg.channels_last,
     )
     scorers = build_scorers(
         cfg.scorers, odin_temperature=cfg.odin_temperature, odin_epsilon=cfg.odin_epsilon, iodin_k=cfg.iodin_k

@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args()
 
     accelerator = make_accelerator()
@@ -56,7 +57,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = create_model(args.backbone, num_classes=args.num_classes).to(device)
     opt = build_optimizer(model, 0.01, 0.9, 5e-4, True, 1.0)
-    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    x = torch.randn(args.batch_size, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -86,7 +89,8 @@ def main() -> None:
             if i >= args.warmup:
                 times[k].append((time.perf_counter() - t0) * 1000)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"# step cost: {args.backbone}, batch {args.batch_size}, {args.steps} steps (median), device {device}, "
+    print(f"# step cost: {args.backbone}, batch {args.batch_size}, channels_last {args.channels_last}, "
+          f"{args.steps} steps (median), device {device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print("| variant | median ms/step | × CE |")
     print("|---|---:|---:|")

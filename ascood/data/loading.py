@@ -59,13 +59,19 @@ def eval_loader(split: Split, batch_size: int, num_workers: int = 0) -> DataLoad
 
 
 class Normalizer:
-    """uint8 images → float, (x/255 − mean)/std per channel, on the batch's device."""
+    """uint8 images → float, (x/255 − mean)/std per channel, on the batch's device.
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+    With `channels_last` the result is laid out NHWC in memory (same logical shape), which makes
+    convolutions faster on CPU and GPU alike.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channels_last: bool = False):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: Tensor) -> Tensor:
         if self.mean.device != images.device:
             self.mean, self.std = self.mean.to(images.device), self.std.to(images.device)
-        return (images.float().div_(255.0) - self.mean) / self.std
+        x = (images.float().div_(255.0) - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)

@@ -1,0 +1,255 @@
+"""The sweep file: a strict typed model (unknown keys rejected), validated once at the edge."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ascood.config import TrainConfig, validate_config, ConfigError
+
+OBJECTIVE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy")
+MINIMIZED = {"fpr95"}
+SEARCHABLE = ("alpha", "alpha_min_ratio", "p_inv", "lam", "sigma", "ood_type", "lr")
+TRIAL_KEY_ALIASES = {"lambda": "lam"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Dimension(Strict):
+    """One searched hyperparameter: a float range (optionally log), a list of choices, or a grid."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Dimension:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            if not self.choices:
+                raise ValueError("choices must not be empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("expected low and high (or choices)")
+        if not self.low < self.high:
+            raise ValueError(f"expected low < high, got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scaled range needs low > 0, got {self.low}")
+        return self
+
+
+class Space(Strict):
+    """What Optuna searches. `alpha` sets a constant α (α_max = α_min) unless `alpha_min_ratio`
+    is searched too, in which case α_max = alpha and α_min = alpha · ratio."""
+
+    alpha: Dimension | None = None
+    alpha_min_ratio: Dimension | None = None
+    p_inv: Dimension | None = None
+    lam: Dimension | None = Field(None, alias="lambda")
+    sigma: Dimension | None = None
+    ood_type: Dimension | None = None
+    lr: Dimension | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def dimensions(self) -> dict[str, Dimension]:
+        return {k: v for k in SEARCHABLE if (v := getattr(self, k)) is not None}
+
+
+class Algorithm(Strict):
+    name: Literal["tpe", "random", "grid"] = "tpe"
+    seed: int = 0
+    multi_objective: bool = False
+
+
+class Objective(Strict):
+    """A validation metric of one scorer, averaged over the validation OOD sets (or a group)."""
+
+    metric: str = "val/auroc"
+    scorer: str = "energy"
+    ood: str = "all"
+
+    @field_validator("metric")
+    @classmethod
+    def _val_only(cls, v: str) -> str:
+        split, _, name = v.partition("/")
+        if split != "val":
+            raise ValueError(f"only validation metrics may be objectives (val/<metric>), got {v!r}")
+        if name not in OBJECTIVE_METRICS:
+            raise ValueError(f"expected val/ followed by one of {', '.join(OBJECTIVE_METRICS)}, got {v!r}")
+        return v
+
+    @field_validator("scorer")
+    @classmethod
+    def _scorer(cls, v: str) -> str:
+        from ascood.config import SCORER_NAMES
+
+        if v not in SCORER_NAMES:
+            raise ValueError(f"expected one of {', '.join(SCORER_NAMES)}, got {v!r}")
+        return v
+
+    @property
+    def name(self) -> str:
+        return self.metric.split("/", 1)[1]
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.name in MINIMIZED else "max"
+
+
+class Scheduler(Strict):
+    name: Literal["asha"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class Resources(Strict):
+    processes_per_trial: int = Field(1, ge=1)
+    cpus_per_process: float = Field(1.0, gt=0)
+    gpus_per_process: float = Field(0.0, ge=0)
+    max_concurrent_trials: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0)
+
+
+class Final(Strict):
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+
+class DatasetSpec(Strict):
+    benchmark: str
+    setting: Literal["spurious", "fine-grained", "conventional"] | None = None
+    num_samples: int | None = Field(None, ge=1)
+    trial: dict[str, Any] = Field(default_factory=dict)
+    space: Space | None = None
+
+
+class SweepSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    output: str
+    data_root: str | None = None
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    trial: dict[str, Any] = Field(default_factory=dict)
+    space: Space
+    algorithm: Algorithm = Algorithm()
+    num_samples: int = Field(8, ge=1)
+    scheduler: Scheduler | None = None
+    objective: Objective = Objective()
+    resources: Resources = Resources()
+    final: Final | None = Final()
+
+    @model_validator(mode="after")
+    def _unique(self) -> SweepSpec:
+        names = [d.benchmark for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError("each benchmark may appear once in datasets")
+        return self
+
+
+class SweepFileError(ValueError):
+    """A bad sweep file; the message is one line naming the file and the field."""
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
+    """Parse and validate a sweep file; returns the spec and the file's content hash."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepFileError(f"{path}: sweep file not found")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SweepFileError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise SweepFileError(f"{path}: expected a mapping at the top level")
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        raise SweepFileError(f"{path}: {_loc(err['loc']) or 'top level'}: {msg}") from None
+    for i, d in enumerate(spec.datasets):
+        try:
+            cfg = trial_config(spec, d)
+        except ConfigError as exc:
+            raise SweepFileError(f"{path}: datasets[{i}] ({d.benchmark}): {str(exc).lstrip('-')}") from None
+        from ascood.data.registry import get_spec
+
+        setting = get_spec(cfg.benchmark).setting
+        if d.setting is not None and d.setting != setting:
+            raise SweepFileError(f"{path}: datasets[{i}].setting: {d.benchmark} is {setting}, not {d.setting}")
+        if spec.objective.scorer not in cfg.scorers:
+            raise SweepFileError(f"{path}: objective.scorer: {spec.objective.scorer} is not among the trial scorers")
+        if spec.algorithm.name == "grid":
+            for name, dim in space_for(spec, d).dimensions().items():
+                if dim.choices is None:
+                    raise SweepFileError(f"{path}: space.{name}: the grid algorithm needs choices for every dimension")
+    return spec, hashlib.sha256(text.encode()).hexdigest()
+
+
+def _normalize_keys(values: dict) -> dict:
+    return {TRIAL_KEY_ALIASES.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in values.items()}
+
+
+def trial_defaults(spec: SweepSpec, dataset: DatasetSpec) -> dict:
+    """The fixed part of a trial's config: sweep defaults, then the dataset's overrides."""
+    return {**_normalize_keys(spec.trial), **_normalize_keys(dataset.trial), "benchmark": dataset.benchmark}
+
+
+def trial_config(spec: SweepSpec, dataset: DatasetSpec, params: dict | None = None, seed: int | None = None) -> TrainConfig:
+    """The full validated TrainConfig of one trial, given the sampled parameters."""
+    values = trial_defaults(spec, dataset)
+    values.update(params_to_config(params or {}))
+    if seed is not None:
+        values["seed"] = seed
+    return validate_config(values)
+
+
+def params_to_config(params: dict) -> dict:
+    """Map searched parameters onto TrainConfig fields (α → α_max/α_min)."""
+    out = {k: v for k, v in params.items() if k not in ("alpha", "alpha_min_ratio")}
+    if "alpha" in params:
+        ratio = params.get("alpha_min_ratio", 1.0)
+        out["alpha_max"] = params["alpha"]
+        out["alpha_min"] = params["alpha"] * ratio
+    return out
+
+
+def space_for(spec: SweepSpec, dataset: DatasetSpec) -> Space:
+    """The sweep's space with the dataset's dimensions replacing the same-named ones."""
+    if dataset.space is None:
+        return spec.space
+    merged = {**spec.space.dimensions(), **dataset.space.dimensions()}
+    return Space(**merged)
+
+
+def grid_size(space: Space) -> int:
+    return math.prod(len(d.choices) for d in space.dimensions().values())
