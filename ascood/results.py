@@ -7,7 +7,6 @@ Writes are keyed by (run_id, epoch): rewriting an epoch replaces its rows, never
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterable
 from functools import cache
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from ascood import storage
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "completed", "stopped-early", "failed")
@@ -26,6 +26,7 @@ SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("sweep", pa.string()),
         ("trial_id", pa.string()),
+        ("stage", pa.string()),
         ("benchmark", pa.string()),
         ("setting", pa.string()),
         ("embedded", pa.bool_()),
@@ -96,29 +97,25 @@ def to_table(rows: Iterable[dict]) -> pa.Table:
 
 
 def write_results(path: str | Path, rows: Iterable[dict]) -> None:
-    """Write rows to one Parquet file atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(to_table(rows), tmp)
-    os.replace(tmp, path)
+    """Write rows to one Parquet file atomically (see `ascood.storage.write_table`)."""
+    storage.write_table(path, to_table(rows))
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """Read one results file or a directory of them, checking the schema version."""
-    path = Path(path)
-    if not path.exists():
+    """Read one results file or a directory of them (recursively), checking the schema version."""
+    files = [path] if not storage.exists(path) or str(path).endswith(".parquet") else storage.list_files(path, ".parquet")
+    if not files or not storage.exists(files[0]):
         raise FileNotFoundError(f"{path}: no results found")
-    df = pd.read_parquet(path)
-    versions = set(df["schema_version"].unique()) if len(df) else {SCHEMA_VERSION}
-    if versions != {SCHEMA_VERSION}:
-        raise ValueError(f"{path}: results schema version {sorted(versions)}, expected {SCHEMA_VERSION}")
-    return df
+    tables = [storage.read_table(f) for f in files]
+    for f, t in zip(files, tables, strict=True):
+        if "schema_version" not in t.schema.names or set(t.column("schema_version").to_pylist()) - {SCHEMA_VERSION}:
+            raise ValueError(f"{f}: results schema version is not {SCHEMA_VERSION}")
+    return pa.concat_tables([t.cast(SCHEMA) for t in tables]).to_pandas()
 
 
 def read_rows(path: str | Path) -> list[dict]:
     """One results file as a list of row dicts (nulls as None), checking the schema version."""
-    rows = pq.read_table(path).to_pylist()
+    rows = storage.read_table(path).to_pylist()
     bad = {r["schema_version"] for r in rows} - {SCHEMA_VERSION}
     if bad:
         raise ValueError(f"{path}: results schema version {sorted(bad)}, expected {SCHEMA_VERSION}")

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 
+from ascood import storage
 from ascood.config import TrainConfig
 from ascood.data.registry import BenchmarkData, load_benchmark
 from ascood.evaluate import Evaluator, SplitResult
@@ -25,6 +26,15 @@ from ascood.scorers import Scorer, build_scorers
 from ascood.train import CHECKPOINT, EpochHook, EpochStats, StepHook, TrainingDiverged, config_json, fit, make_accelerator
 
 RESULTS = "results.parquet"
+
+
+@dataclass(frozen=True)
+class RunLabels:
+    """Where a run sits in a sweep (all None for a single `ascood-train` run)."""
+
+    sweep: str | None = None
+    trial_id: str | None = None
+    stage: str | None = None
 
 
 @dataclass
@@ -43,13 +53,13 @@ def run_id_for(cfg: TrainConfig) -> str:
 
 def make_rows(
     cfg: TrainConfig, data: BenchmarkData, run_id: str, stats: EpochStats, results: list[SplitResult],
-    scorers: list[Scorer], *, wall_time_s: float, sweep: str | None, trial_id: str | None,
+    scorers: list[Scorer], *, wall_time_s: float, labels: RunLabels,
 ) -> list[dict]:
     params = {s.name: json.dumps(s.params(), sort_keys=True) for s in scorers}
     base = {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": sweep, "trial_id": trial_id,
-        "benchmark": cfg.benchmark, "setting": data.setting, "embedded": data.embedded, "method": cfg.method,
-        "backbone": cfg.backbone, "seed": cfg.seed, "epoch": stats.epoch, "epochs": cfg.epochs,
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": labels.sweep, "trial_id": labels.trial_id,
+        "stage": labels.stage, "benchmark": cfg.benchmark, "setting": data.setting, "embedded": data.embedded,
+        "method": cfg.method, "backbone": cfg.backbone, "seed": cfg.seed, "epoch": stats.epoch, "epochs": cfg.epochs,
         "fpr_convention": cfg.fpr_convention, "alpha_max": cfg.alpha_max, "alpha_min": cfg.alpha_min,
         "p_inv": cfg.p_inv, "lam": cfg.lam, "sigma": cfg.sigma, "ood_type": cfg.ood_type,
         "feature_norm": cfg.resolved_feature_norm, "saliency_mode": cfg.saliency_mode, "lr": cfg.lr,
@@ -68,10 +78,10 @@ def make_rows(
     return rows
 
 
-def _kept_rows(out_dir: Path, run_id: str) -> list[dict]:
+def _kept_rows(out_dir: Path, results: str, run_id: str) -> list[dict]:
     """Rows of this run already on disk, for the epochs its checkpoint covers."""
-    results, ckpt = out_dir / RESULTS, out_dir / CHECKPOINT
-    if not (results.exists() and ckpt.exists()):
+    ckpt = out_dir / CHECKPOINT
+    if not (storage.exists(results) and ckpt.exists()):
         return []
     done = int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"])
     return [r for r in read_rows(results) if r["run_id"] == run_id and r["epoch"] <= done]
@@ -83,23 +93,29 @@ def run_trial(
     *,
     accelerator: Accelerator | None = None,
     overwrite: bool = False,
-    sweep: str | None = None,
-    trial_id: str | None = None,
+    results_path: str | None = None,
+    labels: RunLabels = RunLabels(),
     on_step: StepHook | None = None,
     on_epoch: EpochHook | None = None,
+    on_rows: Callable[[list[dict]], None] | None = None,
 ) -> TrialResult:
-    """Train and evaluate one run in `out_dir` (resuming it when a checkpoint is there)."""
+    """Train and evaluate one run in `out_dir` (resuming it when a checkpoint is there).
+
+    Rows go to `results_path` (default `out_dir/results.parquet`); `on_rows` sees each evaluated
+    epoch's new rows on every process (a sweep reports its objective from them).
+    """
     out_dir = Path(out_dir)
+    results = results_path or str(out_dir / RESULTS)
     accelerator = accelerator or make_accelerator(cfg.mixed_precision)
     if overwrite and accelerator.is_main_process:
-        for name in (CHECKPOINT, RESULTS):
-            (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "tmp", ignore_errors=True)
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
+        if storage.exists(results):
+            storage.delete(results)
     accelerator.wait_for_everyone()
     with accelerator.main_process_first():
         data = load_benchmark(cfg.benchmark)
     run_id = run_id_for(cfg)
-    rows = _kept_rows(out_dir, run_id)
+    rows = _kept_rows(out_dir, results, run_id)
     wall0 = max((r["wall_time_s"] for r in rows), default=0.0)
     t0 = time.perf_counter()
     evaluator = Evaluator(
@@ -117,7 +133,7 @@ def run_trial(
         for r in rows:
             r["status"], r["status_reason"] = status, reason
         if accelerator.is_main_process:
-            write_results(out_dir / RESULTS, rows or [_status_row(cfg, data, run_id, status, reason, sweep, trial_id)])
+            write_results(results, rows or [status_row(cfg, data.setting, data.embedded, run_id, status, reason, labels)])
 
     def epoch_end(stats: EpochStats, model) -> None:
         nonlocal rows
@@ -125,10 +141,12 @@ def run_trial(
             trial.last = evaluator.evaluate(model, scorers)
             new = make_rows(
                 cfg, data, run_id, stats, trial.last, scorers,
-                wall_time_s=wall0 + time.perf_counter() - t0, sweep=sweep, trial_id=trial_id,
+                wall_time_s=wall0 + time.perf_counter() - t0, labels=labels,
             )
             rows = upsert_epoch(rows, new)
             write("running", None)
+            if on_rows is not None:
+                on_rows(new)
         if on_epoch is not None:
             on_epoch(stats, model)
 
@@ -145,10 +163,14 @@ def run_trial(
     return trial
 
 
-def _status_row(cfg, data, run_id, status, reason, sweep, trial_id) -> dict:
+def status_row(
+    cfg: TrainConfig, setting: str, embedded: bool, run_id: str, status: str, reason: str | None, labels: RunLabels
+) -> dict:
+    """The one row of a run that ended before any evaluation."""
     return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": sweep, "trial_id": trial_id,
-        "benchmark": cfg.benchmark, "setting": data.setting, "embedded": data.embedded, "method": cfg.method,
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": labels.sweep, "trial_id": labels.trial_id,
+        "stage": labels.stage, "benchmark": cfg.benchmark, "setting": setting, "embedded": embedded,
+        "method": cfg.method,
         "backbone": cfg.backbone, "seed": cfg.seed, "epoch": 0, "epochs": cfg.epochs, "status": status,
         "status_reason": reason, "code_version": code_version(), "config_json": config_json(cfg),
     }

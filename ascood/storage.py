@@ -1,0 +1,67 @@
+"""Every output path goes through here: local directories now, object storage (s3://, gs://) later.
+
+Paths are URIs or local paths; pyarrow's filesystems resolve both. Local writes are atomic (temp
+file in the same directory, then rename); object stores make a single PUT atomic by themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def is_uri(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def resolve(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a URI or a local path (made absolute)."""
+    if is_uri(location):
+        return pafs.FileSystem.from_uri(str(location))
+    return pafs.LocalFileSystem(), str(Path(location).absolute())
+
+
+def join(location: str | Path, *parts: str) -> str:
+    base = str(location).rstrip("/")
+    return "/".join([base, *parts])
+
+
+def exists(location: str | Path) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def write_table(location: str | Path, table: pa.Table) -> None:
+    fs, path = resolve(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    else:
+        with fs.open_output_stream(path) as out:
+            pq.write_table(table, out)
+
+
+def read_table(location: str | Path) -> pa.Table:
+    fs, path = resolve(location)
+    return pq.read_table(path, filesystem=fs)
+
+
+def list_files(location: str | Path, suffix: str = "") -> list[str]:
+    """Files under a directory (recursively), as paths on its filesystem; [] if it does not exist."""
+    fs, path = resolve(location)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    names = [i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix)]
+    return sorted(n for n in names if not Path(n).name.startswith("."))
+
+
+def delete(location: str | Path) -> None:
+    fs, path = resolve(location)
+    fs.delete_file(path)
