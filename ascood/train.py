@@ -167,8 +167,14 @@ def fit(
     *,
     on_epoch_end: EpochHook | None = None,
     on_step: StepHook | None = None,
+    after_checkpoint: Callable[[EpochStats], None] | None = None,
 ) -> OODNet:
-    """Train (or resume) a run in `run_dir`; returns the unwrapped model."""
+    """Train (or resume) a run in `run_dir`; returns the unwrapped model.
+
+    Per epoch: train, `on_epoch_end` (evaluation and result rows), checkpoint, then
+    `after_checkpoint` — the last thing of the epoch, where a Tune report belongs: Tune may stop
+    the trial process right there, and nothing of the epoch is lost.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(run_dir, cfg)
     set_seed(cfg.seed)
@@ -226,4 +232,6 @@ def fit(
         if accelerator.is_main_process:
             save_checkpoint(run_dir, raw, optimizer, scheduler, epoch + 1, cfg)
         accelerator.wait_for_everyone()
+        if after_checkpoint is not None:
+            after_checkpoint(stats)
     return raw

@@ -102,7 +102,7 @@ def run_trial(
     """Train and evaluate one run in `out_dir` (resuming it when a checkpoint is there).
 
     Rows go to `results_path` (default `out_dir/results.parquet`); `on_rows` sees each evaluated
-    epoch's new rows on every process (a sweep reports its objective from them).
+    epoch's new rows on every process, after that epoch's checkpoint (a sweep reports from them).
     """
     out_dir = Path(out_dir)
     results = results_path or str(out_dir / RESULTS)
@@ -135,23 +135,29 @@ def run_trial(
         if accelerator.is_main_process:
             write_results(results, rows or [status_row(cfg, data.setting, data.embedded, run_id, status, reason, labels)])
 
+    fresh_rows: list[dict] = []
+
     def epoch_end(stats: EpochStats, model) -> None:
-        nonlocal rows
+        nonlocal rows, fresh_rows
+        fresh_rows = []
         if stats.epoch % cfg.eval_every == 0 or stats.epoch == cfg.epochs:
             trial.last = evaluator.evaluate(model, scorers)
-            new = make_rows(
+            fresh_rows = make_rows(
                 cfg, data, run_id, stats, trial.last, scorers,
                 wall_time_s=wall0 + time.perf_counter() - t0, labels=labels,
             )
-            rows = upsert_epoch(rows, new)
-            write("running", None)
-            if on_rows is not None:
-                on_rows(new)
+            rows = upsert_epoch(rows, fresh_rows)
+            # The last epoch's rows are final as written: the process may be stopped right after.
+            write("completed" if stats.epoch == cfg.epochs else "running", None)
         if on_epoch is not None:
             on_epoch(stats, model)
 
+    def after_checkpoint(stats: EpochStats) -> None:
+        if on_rows is not None and fresh_rows:
+            on_rows(fresh_rows)
+
     try:
-        fit(cfg, data, out_dir, accelerator, on_epoch_end=epoch_end, on_step=on_step)
+        fit(cfg, data, out_dir, accelerator, on_epoch_end=epoch_end, on_step=on_step, after_checkpoint=after_checkpoint)
     except TrainingDiverged as exc:
         trial.status, trial.reason = "failed", str(exc)
         write("failed", str(exc))

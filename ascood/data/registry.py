@@ -58,7 +58,7 @@ class BenchmarkSpec:
     name: str
     setting: str
     description: str
-    build: Callable[[int], BenchmarkData]
+    build: Callable[..., BenchmarkData]
     embedded: bool = False
     version: int = 1
     extra: dict = field(default_factory=dict)
@@ -72,12 +72,27 @@ class UnknownBenchmarkError(KeyError):
         return str(self.args[0])
 
 
+class DatasetNotFound(FileNotFoundError):
+    """A real benchmark whose data is not where it was looked for; the message names the path."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def data_root(explicit: str | Path | None = None) -> Path:
+    """Where users' datasets live: the explicit root, else $ASCOOD_DATA, else ~/data."""
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("ASCOOD_DATA", Path.home() / "data"))
+
+
 def register_benchmark(name: str, *, setting: str, description: str, embedded: bool = False, version: int = 1):
-    """Decorator adding a builder `fn(seed) -> BenchmarkData` to the registry under `name`."""
+    """Decorator adding a builder to the registry under `name`: `fn(seed)` for embedded
+    benchmarks, `fn(seed, root)` for those built from the user's data under `root`."""
     if setting not in SETTINGS:
         raise ValueError(f"setting: expected one of {SETTINGS}, got {setting!r}")
 
-    def wrap(fn: Callable[[int], BenchmarkData]) -> Callable[[int], BenchmarkData]:
+    def wrap(fn: Callable[..., BenchmarkData]) -> Callable[..., BenchmarkData]:
         if name in _REGISTRY:
             raise ValueError(f"benchmark {name!r} is registered twice")
         _REGISTRY[name] = BenchmarkSpec(name, setting, description, fn, embedded, version)
@@ -106,9 +121,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ASCOOD_CACHE", Path.home() / ".cache" / "ascood"))
 
 
-def load_benchmark(name: str, *, seed: int = 0) -> BenchmarkData:
-    """Build (deterministically from `seed`) or read from the on-disk cache."""
+def load_benchmark(name: str, *, seed: int = 0, root: str | Path | None = None) -> BenchmarkData:
+    """Build (deterministically from `seed`) or read from the on-disk cache.
+
+    Real benchmarks read the user's data under `data_root(root)`; embedded ones need no data.
+    """
     spec = get_spec(name)
+    if not spec.embedded:
+        return spec.build(seed, data_root(root))
     path = cache_dir() / "benchmarks" / f"{name}-v{spec.version}-seed{seed}.pt"
     if path.exists():
         try:
@@ -165,3 +185,4 @@ def _from_state(state: dict, spec: BenchmarkSpec) -> BenchmarkData:
 
 def _ensure_builtin() -> None:
     import ascood.data.embedded  # noqa: F401  (registers cmnist, mnist6, mnist10)
+    import ascood.data.real  # noqa: F401  (registers the paper's seven benchmarks)

@@ -1,0 +1,91 @@
+"""`ascood-sweep`: Ray Tune × Optuna sweeps of α, p_inv, λ, σ per dataset; results in Parquet.
+
+    ascood-sweep FILE [--resume | --fresh] [--address ADDR]
+    ascood-sweep summary OUT [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from ascood.cli.common import OneLineParser, fail
+
+PROG = "ascood-sweep"
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog=PROG, description="Run (or resume) a sweep described by a YAML file.")
+    p.add_argument("file", help="sweep file (YAML)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the sweep in its output directory")
+    group.add_argument("--fresh", action="store_true", help="delete the output directory and start anew")
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray on this machine)")
+    p.add_argument("--no-progress", action="store_true", help="print a line per trial instead of a live table")
+    return p
+
+
+def _summary_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog=f"{PROG} summary", description="Summarize a sweep from its Parquet results.")
+    p.add_argument("out", type=Path, help="the sweep's output directory")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def print_summary(console: Console, out: Path, *, as_json: bool = False) -> int:
+    from ascood.sweep.spec import SweepFileError, load_sweep
+    from ascood.sweep.summary import summarize, summary_json, summary_table
+
+    spec_copy = out / "sweep.yaml"
+    if not spec_copy.is_file():
+        fail(PROG, f"{out}: not a sweep output directory (no sweep.yaml)")
+    try:
+        spec, _ = load_sweep(spec_copy)
+    except SweepFileError as exc:
+        fail(PROG, str(exc))
+    summaries = summarize(str(out / "results"), spec.objective)
+    if as_json:
+        print(summary_json(summaries))
+    else:
+        console.print(summary_table(summaries, spec.objective, spec.name))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    if argv[:1] == ["summary"]:
+        args = _summary_parser().parse_args(argv[1:])
+        return print_summary(console, args.out, as_json=args.json)
+    args = _run_parser().parse_args(argv)
+
+    from ascood.config import ConfigError
+    from ascood.data.registry import DatasetNotFound, UnknownBenchmarkError
+    from ascood.sweep.engine import SweepRun, SweepSetupError, run_sweep
+    from ascood.sweep.progress import SweepProgress
+    from ascood.sweep.spec import SweepFileError, load_sweep
+
+    try:
+        spec, _ = load_sweep(args.file)
+    except (SweepFileError, UnknownBenchmarkError) as exc:
+        fail(PROG, str(exc))
+    run = SweepRun(spec, Path(args.file).read_text(), resume=args.resume, fresh=args.fresh, address=args.address)
+    label = f"val/{spec.objective.name} ({spec.objective.scorer})"
+    live = console.is_terminal and not args.no_progress
+    console.print(f"[bold]{PROG}[/bold] {spec.name}: {len(spec.datasets)} datasets -> {spec.output}")
+    try:
+        with SweepProgress(console, live=live, objective_label=label) as progress:
+            paths = run_sweep(run, progress)
+    except (SweepSetupError, DatasetNotFound, ConfigError) as exc:
+        fail(PROG, f"{args.file}: {exc}")
+    except KeyboardInterrupt:
+        console.print(f"interrupted; continue with: {PROG} {args.file} --resume")
+        return 130
+    return print_summary(console, paths.out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,312 @@
+"""The sweep engine: Ray Tune drives one Optuna study per dataset, then a final multi-seed stage.
+
+Layout of the output directory (every path is derived in `SweepPaths`):
+
+    OUT/sweep.yaml            the sweep file this directory was made from (resume refuses others)
+    OUT/optuna.db             the Optuna studies, one per dataset (`optuna-dashboard sqlite:///OUT/optuna.db`)
+    OUT/ray/<stage>-<dataset> Ray Tune experiment state (what `--resume` restores)
+    OUT/trials/<dataset>/…    one directory per trial: its checkpoint
+    OUT/results/<dataset>/…   one Parquet file per trial: `pandas.read_parquet(OUT / "results")`
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import ray
+from ray import tune
+from ray.tune import Callback
+
+from ascood import storage
+from ascood.config import validate_config
+from ascood.results import read_rows, write_results
+from ascood.sweep.progress import ProgressCallback
+from ascood.sweep.searcher import make_searcher
+from ascood.sweep.spec import DatasetSpec, SweepSpec, grid_size, space_for, trial_defaults
+from ascood.sweep.trainable import TrialMeta, results_file
+
+DRIVER_CPUS = 0.1  # a multi-process trial's own actor only waits on its Ray Train workers
+
+
+class SweepSetupError(ValueError):
+    """The sweep cannot start (output directory, data, resources); one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    out: Path
+
+    @property
+    def spec_copy(self) -> Path:
+        return self.out / "sweep.yaml"
+
+    @property
+    def optuna_db(self) -> Path:
+        return self.out / "optuna.db"
+
+    @property
+    def ray(self) -> Path:
+        return self.out / "ray"
+
+    @property
+    def results(self) -> str:
+        return str(self.out / "results")
+
+    def experiment(self, stage: str, benchmark: str) -> Path:
+        return self.ray / f"{stage}-{benchmark}"
+
+
+def prepare_output(paths: SweepPaths, spec_text: str, *, resume: bool, fresh: bool) -> None:
+    """Claim the output directory for this sweep file, or refuse with the reason."""
+    if fresh and paths.out.exists():
+        shutil.rmtree(paths.out)
+    if paths.spec_copy.exists():
+        previous = paths.spec_copy.read_text()
+        if _digest(previous) != _digest(spec_text):
+            raise SweepSetupError(
+                f"{paths.out}: holds a sweep made from a different sweep file; "
+                "use another output, or --fresh to delete it and start anew"
+            )
+        if not resume:
+            raise SweepSetupError(f"{paths.out}: holds this sweep already; use --resume to continue it or --fresh")
+        return
+    if paths.out.exists() and any(paths.out.iterdir()):
+        raise SweepSetupError(f"{paths.out}: exists and is not a sweep output; use another output or --fresh")
+    paths.out.mkdir(parents=True, exist_ok=True)
+    paths.spec_copy.write_text(spec_text)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_datasets(spec: SweepSpec) -> None:
+    """Load (build or find) every dataset before any trial starts; check the objective's OOD names."""
+    from ascood.data.registry import load_benchmark
+    from ascood.sweep.objective import ood_selection_names
+
+    for i, d in enumerate(spec.datasets):
+        data = load_benchmark(d.benchmark, root=spec.data_root)
+        names = ood_selection_names([(o.name, o.group) for o in data.ood])
+        if spec.objective.ood not in names:
+            raise SweepSetupError(
+                f"objective.ood: {spec.objective.ood!r} is neither a group nor a set of {d.benchmark} "
+                f"(expected one of {', '.join(sorted(names))})"
+            )
+
+
+def trial_resources(spec: SweepSpec) -> tuple[dict, float]:
+    """(Tune resources of a trial's own actor, CPUs the whole trial needs)."""
+    r = spec.resources
+    if r.processes_per_trial == 1:
+        res = {"cpu": r.cpus_per_process, "gpu": r.gpus_per_process}
+        return res, r.cpus_per_process
+    return {"cpu": DRIVER_CPUS}, DRIVER_CPUS + r.processes_per_trial * r.cpus_per_process
+
+
+def concurrency(spec: SweepSpec, cluster_cpus: float, cluster_gpus: float) -> int:
+    """Concurrent trials that fit: never more than the sweep allows, never starving Train workers."""
+    _, cpus = trial_resources(spec)
+    r = spec.resources
+    if cpus > cluster_cpus + 1e-9:
+        raise SweepSetupError(
+            f"resources: a trial needs {cpus:g} CPUs ({r.processes_per_trial} processes × {r.cpus_per_process:g}"
+            f"{' + driver' if r.processes_per_trial > 1 else ''}), the cluster has {cluster_cpus:g}"
+        )
+    fit = math.floor((cluster_cpus + 1e-9) / cpus)
+    gpus = r.processes_per_trial * r.gpus_per_process
+    if gpus > 0:
+        if gpus > cluster_gpus + 1e-9:
+            raise SweepSetupError(f"resources: a trial needs {gpus:g} GPUs, the cluster has {cluster_gpus:g}")
+        fit = min(fit, math.floor((cluster_gpus + 1e-9) / gpus))
+    return max(1, min(r.max_concurrent_trials, fit))
+
+
+def trial_meta(spec: SweepSpec, dataset: DatasetSpec, stage: str, out: Path) -> TrialMeta:
+    r = spec.resources
+    return TrialMeta(
+        sweep=spec.name, out=str(out), benchmark=dataset.benchmark, stage=stage,
+        defaults=trial_defaults(spec, dataset), objective=spec.objective.model_dump(),
+        processes=r.processes_per_trial, cpus_per_process=r.cpus_per_process, gpus_per_process=r.gpus_per_process,
+        max_failures=r.max_failures, data_root=spec.data_root,
+    )
+
+
+def num_samples(spec: SweepSpec, dataset: DatasetSpec) -> int:
+    if spec.algorithm.name == "grid":
+        return grid_size(space_for(spec, dataset))
+    return dataset.num_samples or spec.num_samples
+
+
+class ResultsStatusCallback(Callback):
+    """Marks, in a trial's Parquet file, what only the driver knows: stopped early, or errored."""
+
+    def __init__(self, out: str, benchmark: str, stage: str):
+        self.out, self.benchmark, self.stage = out, benchmark, stage
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        if last.get("status") != "failed" and last.get("epoch", 0) < last.get("epochs", 1):
+            self.mark(trial, "stopped-early", f"stopped by the scheduler after epoch {last.get('epoch', 0)}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        reason = "trial errored after all retries"
+        error_file = getattr(trial, "error_file", None)
+        if error_file and os.path.exists(error_file):
+            lines = [ln for ln in Path(error_file).read_text().splitlines() if ln.strip()]
+            if lines:
+                reason = lines[-1][:500]
+        self.mark(trial, "failed", reason)
+
+    def mark(self, trial, status: str, reason: str) -> None:
+        from ascood.data.registry import get_spec
+        from ascood.sweep.trainable import trial_values
+        from ascood.trial import RunLabels, run_id_for, status_row
+
+        path = results_file(self.out, self.benchmark, self.stage, trial.trial_id)
+        rows = read_rows(path) if storage.exists(path) else []
+        if not rows:
+            meta = TrialMeta(**trial.config["sweep"])
+            cfg = validate_config(trial_values(trial.config, meta))
+            spec = get_spec(cfg.benchmark)
+            labels = RunLabels(meta.sweep, trial.trial_id, meta.stage)
+            rows = [status_row(cfg, spec.setting, spec.embedded, run_id_for(cfg), status, reason, labels)]
+        for r in rows:
+            r["status"], r["status_reason"] = status, reason
+        write_results(path, rows)
+
+
+
+
+@dataclass
+class SweepRun:
+    spec: SweepSpec
+    spec_text: str
+    resume: bool = False
+    fresh: bool = False
+    address: str | None = None
+
+
+def run_sweep(run: SweepRun, progress) -> SweepPaths:
+    """Run (or resume) every dataset's search, then its final stage. Blocks until done."""
+    spec = run.spec
+    paths = SweepPaths(Path(spec.output).absolute())
+    prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
+    check_datasets(spec)
+    env = {k: os.environ[k] for k in ("ASCOOD_CACHE", "ASCOOD_DATA") if k in os.environ}
+    env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    init_kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if run.address:
+        ray.init(address=run.address, **init_kwargs)
+    else:
+        ray.init(num_cpus=os.cpu_count(), **init_kwargs)
+    try:
+        total = ray.cluster_resources()
+        max_conc = concurrency(spec, total.get("CPU", 0.0), total.get("GPU", 0.0))
+        resources, _ = trial_resources(spec)
+        trainable = tune.with_resources(_trainable(), resources)
+        storage_obj = optuna.storages.RDBStorage(f"sqlite:///{paths.optuna_db}")
+        for dataset in spec.datasets:
+            _search(spec, dataset, paths, trainable, max_conc, storage_obj, progress)
+            if spec.final is not None:
+                _final(spec, dataset, paths, trainable, max_conc, progress)
+    finally:
+        ray.shutdown()
+    return paths
+
+
+def _trainable():
+    from ascood.sweep.trainable import sweep_trial
+
+    return sweep_trial
+
+
+def _run_config(paths: SweepPaths, name: str, callbacks: list, max_failures: int) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
+        storage_path=str(paths.ray),
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        callbacks=callbacks,
+        verbose=0,
+    )
+
+
+def _fit(paths: SweepPaths, name: str, trainable, make_tuner) -> None:
+    path = str(paths.ray / name)
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = make_tuner()
+    tuner.fit()
+
+
+def _search(spec, dataset, paths, trainable, max_conc, storage_obj, progress) -> None:
+    stage = "search"
+    name = f"{stage}-{dataset.benchmark}"
+    objective = spec.objective
+    multi = spec.algorithm.multi_objective
+    metric = ["objective", "val_id_accuracy"] if multi else "objective"
+    mode = [objective.mode, "max"] if multi else objective.mode
+    n = num_samples(spec, dataset)
+    progress.begin(f"{dataset.benchmark} · search", n, objective.mode)
+    meta = trial_meta(spec, dataset, stage, paths.out)
+
+    def make_tuner() -> tune.Tuner:
+        space = space_for(spec, dataset)
+        searcher = make_searcher(
+            space=space, algorithm=spec.algorithm, metric=metric, mode=mode, storage=storage_obj,
+            study_name=f"{spec.name}-{dataset.benchmark}",
+        )
+        scheduler = None
+        if spec.scheduler is not None:
+            epochs = validate_config(meta.defaults).epochs
+            scheduler = tune.schedulers.ASHAScheduler(
+                time_attr="epoch", metric="objective", mode=objective.mode, max_t=epochs,
+                grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor,
+            )
+        callbacks = [ProgressCallback(f"{dataset.benchmark} · search"),
+                     ResultsStatusCallback(str(paths.out), dataset.benchmark, stage)]
+        return tune.Tuner(
+            trainable,
+            param_space={"sweep": meta.as_dict()},
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n,
+                                        max_concurrent_trials=max_conc),
+            run_config=_run_config(paths, name, callbacks, spec.resources.max_failures),
+        )
+
+    _fit(paths, name, trainable, make_tuner)
+
+
+def _final(spec, dataset, paths, trainable, max_conc, progress) -> None:
+    from ascood.sweep.summary import best_search_trial
+
+    stage = "final"
+    name = f"{stage}-{dataset.benchmark}"
+    best = best_search_trial(paths.results, dataset.benchmark, spec.objective)
+    if best is None:
+        progress.console.print(f"[yellow]{dataset.benchmark}: no completed search trial; final stage skipped[/yellow]")
+        return
+    progress.begin(f"{dataset.benchmark} · final", len(spec.final.seeds), spec.objective.mode)
+    meta = trial_meta(spec, dataset, stage, paths.out)
+
+    def make_tuner() -> tune.Tuner:
+        callbacks = [ProgressCallback(f"{dataset.benchmark} · final"),
+                     ResultsStatusCallback(str(paths.out), dataset.benchmark, stage)]
+        return tune.Tuner(
+            trainable,
+            param_space={"sweep": meta.as_dict(), "best_config": best.config_json,
+                         "seed": tune.grid_search(list(spec.final.seeds))},
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc),
+            run_config=_run_config(paths, name, callbacks, spec.resources.max_failures),
+        )
+
+    _fit(paths, name, trainable, make_tuner)

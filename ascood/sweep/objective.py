@@ -1,0 +1,41 @@
+"""The sweep objective, computed from result rows (validation split only, by construction)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ascood.sweep.spec import Objective
+
+
+def objective_rows(df: pd.DataFrame, objective: Objective) -> pd.DataFrame:
+    """Validation rows of the objective's scorer and OOD selection ('all', a group, or a set)."""
+    sel = (df["split"] == "val") & (df["scorer"] == objective.scorer)
+    if objective.ood != "all":
+        sel &= (df["ood_group"] == objective.ood) | (df["ood_set"] == objective.ood)
+    return df[sel]
+
+
+def objective_value(df: pd.DataFrame, objective: Objective) -> float | None:
+    """The objective of one (run, epoch): mean of the metric over the selected validation sets."""
+    rows = objective_rows(df, objective)
+    if rows.empty:
+        return None
+    return float(rows[objective.name].mean())
+
+
+def epoch_metrics(rows: list[dict], objective: Objective) -> dict:
+    """What a trial reports to Tune after an evaluated epoch."""
+    df = pd.DataFrame(rows)
+    val = df[df["split"] == "val"]
+    return {
+        "objective": objective_value(df, objective),
+        "val_id_accuracy": float(val["id_accuracy"].iloc[0]),
+        "epoch": int(df["epoch"].iloc[0]),
+        "epochs": int(df["epochs"].iloc[0]),
+        "status": "running",
+    }
+
+
+def ood_selection_names(sets: list[tuple[str, str]]) -> set[str]:
+    """Names an objective's `ood` may use for a benchmark with these (set, group) pairs."""
+    return {"all"} | {s for s, _ in sets} | {g for _, g in sets}

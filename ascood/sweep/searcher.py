@@ -1,0 +1,68 @@
+"""Optuna inside Ray Tune: the search space, the samplers, and how trials are told to Optuna."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from ascood.sweep.spec import Algorithm, Dimension, Space
+
+
+def suggest(trial: optuna.Trial, dims: dict[str, Dimension]) -> None:
+    """Define-by-run space: floats (log where asked) and categorical choices."""
+    for name, dim in dims.items():
+        if dim.choices is not None:
+            trial.suggest_categorical(name, dim.choices)
+        else:
+            trial.suggest_float(name, dim.low, dim.high, log=dim.log)
+
+
+def make_sampler(algorithm: Algorithm, space: Space) -> optuna.samplers.BaseSampler:
+    if algorithm.name == "random":
+        return optuna.samplers.RandomSampler(seed=algorithm.seed)
+    if algorithm.name == "grid":
+        grid = {name: list(dim.choices) for name, dim in space.dimensions().items()}
+        return optuna.samplers.GridSampler(grid, seed=algorithm.seed)
+    return optuna.samplers.TPESampler(seed=algorithm.seed, multivariate=True)
+
+
+class TruthfulOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna what really happened to a trial.
+
+    Ray's integration tells a trial that ASHA stopped early as COMPLETE with its truncated value,
+    so TPE learns from half-trained scores as if they were final. Here a trial whose last result
+    did not reach its planned epochs is told PRUNED (Optuna then ranks it by its intermediate
+    values, below every completed trial, which is what TPE is designed for), and a trial that
+    diverged or crashed is told FAIL (excluded from the model).
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        failed = error or result is None or result.get("status") == "failed"
+        finished = bool(result) and result.get("epoch", 0) >= result.get("epochs", 1)
+        if failed or not finished:
+            state = optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.PRUNED
+            try:
+                self._ot_study.tell(self._ot_trials[trial_id], state=state)
+            finally:
+                self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def make_searcher(
+    *, space: Space, algorithm: Algorithm, metric: str | list[str], mode: str | list[str],
+    storage: optuna.storages.BaseStorage, study_name: str,
+) -> TruthfulOptunaSearch:
+    """One Optuna study per dataset, kept in `storage` so optuna-dashboard can open it."""
+    return TruthfulOptunaSearch(
+        space=partial(suggest, dims=space.dimensions()),
+        metric=metric,
+        mode=mode,
+        sampler=make_sampler(algorithm, space),
+        study_name=study_name,
+        storage=storage,
+    )

@@ -1,0 +1,148 @@
+"""What a sweep found, read from its Parquet results alone (plus the sweep file kept beside them)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from ascood import storage
+from ascood.results import read_results
+from ascood.sweep.objective import objective_value
+from ascood.sweep.spec import Objective
+
+SHOWN_PARAMS = ("alpha_max", "alpha_min", "p_inv", "lam", "sigma", "ood_type", "lr")
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    trial_id: str
+    objective: float
+    config_json: str
+    params: dict
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    benchmark: str
+    setting: str
+    embedded: bool
+    trials: dict[str, int]
+    best: BestTrial | None
+    final: dict[str, tuple[float, float]]  # metric → (mean, population std) over seeds
+    final_seeds: int
+
+
+def final_epoch_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's rows at its last evaluated epoch."""
+    last = df.groupby("trial_id")["epoch"].transform("max")
+    return df[df["epoch"] == last]
+
+
+def _load(results_dir: str, benchmark: str | None = None) -> pd.DataFrame:
+    if not storage.list_files(results_dir, ".parquet"):
+        return pd.DataFrame()
+    df = read_results(results_dir)
+    return df if benchmark is None else df[df["benchmark"] == benchmark]
+
+
+def best_from_frame(df: pd.DataFrame, objective: Objective) -> BestTrial | None:
+    """The completed search trial with the best validation objective (test data never looked at)."""
+    search = df[(df["stage"] == "search") & (df["status"] == "completed") & (df["epoch"] > 0)]
+    if search.empty:
+        return None
+    scored = []
+    for trial_id, rows in final_epoch_rows(search).groupby("trial_id"):
+        value = objective_value(rows, objective)
+        if value is not None and np.isfinite(value):
+            scored.append((value, trial_id, rows))
+    if not scored:
+        return None
+    value, trial_id, rows = (max if objective.mode == "max" else min)(scored, key=lambda t: t[0])
+    first = rows.iloc[0]
+    return BestTrial(str(trial_id), float(value), str(first["config_json"]), {k: first[k] for k in SHOWN_PARAMS})
+
+
+def best_search_trial(results_dir: str, benchmark: str, objective: Objective) -> BestTrial | None:
+    return best_from_frame(_load(results_dir, benchmark), objective)
+
+
+def summarize(results_dir: str, objective: Objective) -> list[DatasetSummary]:
+    df = _load(results_dir)
+    out = []
+    if df.empty:
+        return out
+    for benchmark, bdf in df.groupby("benchmark", sort=False):
+        search = bdf[bdf["stage"] == "search"].drop_duplicates("trial_id")
+        trials = search["status"].value_counts().to_dict()
+        final = bdf[(bdf["stage"] == "final") & (bdf["status"] == "completed") & (bdf["epoch"] > 0)]
+        metrics: dict[str, tuple[float, float]] = {}
+        seeds = 0
+        if not final.empty:
+            final = final_epoch_rows(final)
+            sel = final[(final["split"] == "test") & (final["scorer"] == objective.scorer)]
+            if objective.ood != "all":
+                sel = sel[(sel["ood_group"] == objective.ood) | (sel["ood_set"] == objective.ood)]
+            per_seed = sel.groupby("trial_id")[["auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy"]].mean()
+            seeds = len(per_seed)
+            metrics = {c: (float(per_seed[c].mean()), float(per_seed[c].std(ddof=0))) for c in per_seed.columns}
+        first = bdf.iloc[0]
+        out.append(DatasetSummary(
+            str(benchmark), str(first["setting"]), bool(first["embedded"]),
+            {k: int(v) for k, v in trials.items()}, best_from_frame(bdf, objective), metrics, seeds,
+        ))
+    return out
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _trials_cell(trials: dict[str, int]) -> str:
+    short = {"completed": "done", "stopped-early": "stopped", "failed": "failed", "running": "running"}
+    return " ".join(f"{v} {short.get(k, k)}" for k, v in sorted(trials.items()))
+
+
+def summary_table(summaries: list[DatasetSummary], objective: Objective, name: str) -> Table:
+    table = Table(title=f"sweep {name}: best per dataset, chosen on validation only")
+    table.add_column("dataset")
+    table.add_column("trials")
+    for col in (f"val {objective.name}", "test AUROC", "test FPR@95", "test ID acc"):
+        table.add_column(col, justify="right")
+    embedded = False
+    configs = []
+    for s in summaries:
+        embedded |= s.embedded
+
+        def pm(key: str) -> str:
+            if key not in s.final:
+                return "-"
+            mean, std = s.final[key]
+            return f"{mean:.2f}±{std:.2f}"
+
+        best = "-" if s.best is None else f"{s.best.objective:.2f}"
+        table.add_row(f"{s.benchmark}\n({s.setting})", _trials_cell(s.trials), best, pm("auroc"), pm("fpr95"), pm("id_accuracy"))
+        if s.best is not None:
+            configs.append(f"{s.benchmark}: " + " ".join(f"{k}={_fmt(v)}" for k, v in s.best.params.items()))
+    scope = "all OOD sets" if objective.ood == "all" else objective.ood
+    caption = [f"val: {objective.scorer} over {scope}; test: same, mean±std over {max((s.final_seeds for s in summaries), default=0)} final seeds"]
+    caption += [f"best {c}" for c in configs]
+    if embedded:
+        caption.append("embedded benchmarks: a demo and test bed, not results on the paper's benchmarks")
+    table.caption = "\n".join(caption)
+    table.caption_justify = "left"
+    return table
+
+
+def summary_json(summaries: list[DatasetSummary]) -> str:
+    return json.dumps([{
+        "benchmark": s.benchmark, "setting": s.setting, "trials": s.trials,
+        "best": None if s.best is None else {"trial_id": s.best.trial_id, "objective": s.best.objective,
+                                             "params": {k: (v.item() if hasattr(v, "item") else v) for k, v in s.best.params.items()}},
+        "final": {k: {"mean": m, "std": sd} for k, (m, sd) in s.final.items()}, "final_seeds": s.final_seeds,
+    } for s in summaries], indent=2)
