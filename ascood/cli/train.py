@@ -98,7 +98,7 @@ def final_test_table(rows: list[dict], cfg: TrainConfig) -> Table | None:
     final = [r for r in evaluated if r["epoch"] == last]
     first = final[0]
     title = (f"{cfg.benchmark} ({first['setting']}) · {cfg.method} · test · epoch {last}"
-             f" · ID accuracy {first['id_accuracy']:.2f}%")
+             f" · ID acc {first['id_accuracy']:.2f}%")
     return results_table(final, title, embedded=first["embedded"], fpr_convention=cfg.fpr_convention)
 
 
