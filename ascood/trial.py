@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from ascood.scorers import Scorer, build_scorers
 from ascood.train import CHECKPOINT, EpochHook, EpochStats, StepHook, TrainingDiverged, config_json, fit, make_accelerator
 
 RESULTS = "results.parquet"
+ATTEMPTS = "attempts.jsonl"
 
 
 @dataclass(frozen=True)
@@ -51,21 +53,29 @@ def run_id_for(cfg: TrainConfig) -> str:
     return f"{cfg.benchmark}-{cfg.method}-seed{cfg.seed}-{digest}"
 
 
+def run_columns(cfg: TrainConfig, setting: str, embedded: bool, run_id: str, labels: RunLabels) -> dict:
+    """The columns every row of a run shares: identity, labels and hyperparameters."""
+    return {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": labels.sweep, "trial_id": labels.trial_id,
+        "stage": labels.stage, "benchmark": cfg.benchmark, "setting": setting, "embedded": embedded,
+        "method": cfg.method, "backbone": cfg.backbone, "seed": cfg.seed, "epochs": cfg.epochs,
+        "fpr_convention": cfg.fpr_convention, "alpha_max": cfg.alpha_max, "alpha_min": cfg.alpha_min,
+        "p_inv": cfg.p_inv, "lam": cfg.lam, "sigma": cfg.sigma, "ood_type": cfg.ood_type,
+        "feature_norm": cfg.resolved_feature_norm, "saliency_mode": cfg.saliency_mode, "lr": cfg.lr,
+        "fc_lr_factor": cfg.fc_lr_factor, "batch_size": cfg.batch_size,
+        "code_version": code_version(), "config_json": config_json(cfg),
+    }
+
+
 def make_rows(
     cfg: TrainConfig, data: BenchmarkData, run_id: str, stats: EpochStats, results: list[SplitResult],
     scorers: list[Scorer], *, wall_time_s: float, labels: RunLabels,
 ) -> list[dict]:
     params = {s.name: json.dumps(s.params(), sort_keys=True) for s in scorers}
     base = {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": labels.sweep, "trial_id": labels.trial_id,
-        "stage": labels.stage, "benchmark": cfg.benchmark, "setting": data.setting, "embedded": data.embedded,
-        "method": cfg.method, "backbone": cfg.backbone, "seed": cfg.seed, "epoch": stats.epoch, "epochs": cfg.epochs,
-        "fpr_convention": cfg.fpr_convention, "alpha_max": cfg.alpha_max, "alpha_min": cfg.alpha_min,
-        "p_inv": cfg.p_inv, "lam": cfg.lam, "sigma": cfg.sigma, "ood_type": cfg.ood_type,
-        "feature_norm": cfg.resolved_feature_norm, "saliency_mode": cfg.saliency_mode, "lr": cfg.lr,
-        "fc_lr_factor": cfg.fc_lr_factor, "batch_size": cfg.batch_size, "train_loss": stats.loss,
-        "status": "running", "status_reason": None, "wall_time_s": wall_time_s,
-        "code_version": code_version(), "config_json": config_json(cfg),
+        **run_columns(cfg, data.setting, data.embedded, run_id, labels),
+        "epoch": stats.epoch, "train_loss": stats.loss, "status": "running", "status_reason": None,
+        "wall_time_s": wall_time_s,
     }
     rows = []
     for split in results:
@@ -78,13 +88,24 @@ def make_rows(
     return rows
 
 
-def _kept_rows(out_dir: Path, results: str, run_id: str) -> list[dict]:
-    """Rows of this run already on disk, for the epochs its checkpoint covers."""
+def checkpoint_epoch(out_dir: Path) -> int:
+    """Epochs completed by the run's checkpoint (0 without one)."""
     ckpt = out_dir / CHECKPOINT
-    if not (storage.exists(results) and ckpt.exists()):
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]) if ckpt.exists() else 0
+
+
+def _kept_rows(results: str, run_id: str, done: int) -> list[dict]:
+    """Rows of this run already on disk, for the epochs its checkpoint covers."""
+    if done == 0 or not storage.exists(results):
         return []
-    done = int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"])
     return [r for r in read_rows(results) if r["run_id"] == run_id and r["epoch"] <= done]
+
+
+def log_attempt(out_dir: Path, start_epoch: int) -> None:
+    """One line per (re)start of the run: how often a trial was retried, and from where."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ATTEMPTS, "a") as f:
+        f.write(json.dumps({"start_epoch": start_epoch, "pid": os.getpid(), "time": time.time()}) + "\n")
 
 
 def run_trial(
@@ -109,13 +130,17 @@ def run_trial(
     accelerator = accelerator or make_accelerator(cfg.mixed_precision)
     if overwrite and accelerator.is_main_process:
         (out_dir / CHECKPOINT).unlink(missing_ok=True)
+        (out_dir / ATTEMPTS).unlink(missing_ok=True)
         if storage.exists(results):
             storage.delete(results)
     accelerator.wait_for_everyone()
     with accelerator.main_process_first():
         data = load_benchmark(cfg.benchmark)
     run_id = run_id_for(cfg)
-    rows = _kept_rows(out_dir, results, run_id)
+    done = checkpoint_epoch(out_dir)
+    rows = _kept_rows(results, run_id, done)
+    if accelerator.is_main_process:
+        log_attempt(out_dir, done)
     wall0 = max((r["wall_time_s"] for r in rows), default=0.0)
     t0 = time.perf_counter()
     evaluator = Evaluator(
@@ -172,11 +197,5 @@ def run_trial(
 def status_row(
     cfg: TrainConfig, setting: str, embedded: bool, run_id: str, status: str, reason: str | None, labels: RunLabels
 ) -> dict:
-    """The one row of a run that ended before any evaluation."""
-    return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": labels.sweep, "trial_id": labels.trial_id,
-        "stage": labels.stage, "benchmark": cfg.benchmark, "setting": setting, "embedded": embedded,
-        "method": cfg.method,
-        "backbone": cfg.backbone, "seed": cfg.seed, "epoch": 0, "epochs": cfg.epochs, "status": status,
-        "status_reason": reason, "code_version": code_version(), "config_json": config_json(cfg),
-    }
+    """The one row of a run that ended before any evaluation (metrics null)."""
+    return {**run_columns(cfg, setting, embedded, run_id, labels), "epoch": 0, "status": status, "status_reason": reason}

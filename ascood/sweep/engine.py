@@ -197,8 +197,8 @@ def run_sweep(run: SweepRun, progress) -> SweepPaths:
     """Run (or resume) every dataset's search, then its final stage. Blocks until done."""
     spec = run.spec
     paths = SweepPaths(Path(spec.output).absolute())
-    prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
     check_datasets(spec)
+    prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
     env = {k: os.environ[k] for k in ("ASCOOD_CACHE", "ASCOOD_DATA") if k in os.environ}
     env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 import optuna
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from ascood.sweep.spec import Algorithm, Dimension, Space
@@ -38,15 +39,40 @@ class TruthfulOptunaSearch(OptunaSearch):
     diverged or crashed is told FAIL (excluded from the model).
     """
 
+    def _already_told(self, trial_id: str) -> bool:
+        """True when the study already holds this trial's outcome.
+
+        After a driver crash, Tune restores searcher state that can be older than the study in
+        SQLite: a trial finished (and told) before the crash may run again after `--resume`.
+        """
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return True
+        state = self._ot_study._storage.get_trial(ot_trial._trial_id).state
+        return state.is_finished()
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, str) and result.get(self.metric) is None:
+            return  # a failed trial's last report carries no objective
+        if self._already_told(trial_id):
+            return
+        super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self._completed_trials or self._already_told(trial_id):
+            self._completed_trials.add(trial_id)
             return
         failed = error or result is None or result.get("status") == "failed"
         finished = bool(result) and result.get("epoch", 0) >= result.get("epochs", 1)
         if failed or not finished:
+            ot_trial = self._ot_trials[trial_id]
+            if not failed and isinstance(self.metric, str) and result.get(self.metric) is not None:
+                # Tune hands the result a trial was stopped at to on_trial_complete only, never to
+                # on_trial_result: record it, or TPE would rank the trial without its last score.
+                ot_trial.report(result[self.metric], result[TRAINING_ITERATION])
             state = optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.PRUNED
             try:
-                self._ot_study.tell(self._ot_trials[trial_id], state=state)
+                self._ot_study.tell(ot_trial, state=state)
             finally:
                 self._completed_trials.add(trial_id)
             return

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ascood.config import TrainConfig, validate_config, ConfigError
+from ascood.config import ConfigError, TrainConfig, validate_config
 
 OBJECTIVE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy")
 MINIMIZED = {"fpr95"}
@@ -158,6 +158,8 @@ class SweepSpec(Strict):
         names = [d.benchmark for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError("each benchmark may appear once in datasets")
+        if self.algorithm.multi_objective and self.scheduler is not None:
+            raise ValueError("algorithm.multi_objective cannot be combined with a scheduler (Optuna cannot prune it)")
         return self
 
 

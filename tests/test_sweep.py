@@ -1,0 +1,226 @@
+"""Real sweeps: real Ray (local, 2 CPUs), real Optuna (SQLite), real Parquet. Small and short."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+KEY = ["trial_id", "epoch", "split", "ood_set", "scorer"]
+
+
+def _sweep_file(tmp_path, name="t", **over) -> Path:
+    data = {
+        "name": name,
+        "output": str(tmp_path / "out"),
+        "datasets": [{"benchmark": "cmnist"}],
+        "trial": {"epochs": 1, "batch_size": 64, "scorers": ["msp", "energy"], "eval_batch_size": 1024},
+        "space": {"alpha": {"low": 0.01, "high": 10.0, "log": True}, "p_inv": {"low": 0.05, "high": 0.5}},
+        "num_samples": 3,
+        "objective": {"metric": "val/auroc", "scorer": "energy"},
+        "resources": {"processes_per_trial": 1, "cpus_per_process": 1, "max_concurrent_trials": 2},
+        "final": {"seeds": [0, 1]},
+    }
+    for k, v in over.items():
+        if k != "space" and isinstance(v, dict) and isinstance(data.get(k), dict):
+            data[k] = {**data[k], **v}
+        else:
+            data[k] = v
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _cli(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ascood.cli.sweep", *map(str, args)],
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def _results(tmp_path) -> pd.DataFrame:
+    return pd.read_parquet(tmp_path / "out" / "results")
+
+
+def _study(tmp_path, name="t-cmnist"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'out' / 'optuna.db'}")
+
+
+def test_sweep_end_to_end_with_final_seeds_and_summary(tmp_path):
+    proc = _cli(_sweep_file(tmp_path), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = _results(tmp_path)
+    search, final = df[df["stage"] == "search"], df[df["stage"] == "final"]
+    assert search["trial_id"].nunique() == 3 and final["trial_id"].nunique() == 2
+    assert (df["status"] == "completed").all() and (df["sweep"] == "t").all()
+    assert not df.duplicated(KEY).any()
+    assert sorted(final.drop_duplicates("trial_id")["seed"]) == [0, 1]
+    study = _study(tmp_path)
+    assert [t.state for t in study.trials].count(optuna.trial.TrialState.COMPLETE) == 3
+    # the best search trial's configuration is what the final stage re-trained
+    best = max(study.trials, key=lambda t: t.value)
+    cfg = json.loads(final["config_json"].iloc[0])
+    assert cfg["alpha_max"] == pytest.approx(best.params["alpha"]) and cfg["p_inv"] == pytest.approx(best.params["p_inv"])
+    assert "best per dataset" in proc.stdout and "cmnist" in proc.stdout
+    summary = _cli("summary", tmp_path / "out", "--json")
+    assert summary.returncode == 0, summary.stderr
+    [s] = json.loads(summary.stdout)
+    assert s["final_seeds"] == 2 and s["best"]["objective"] == pytest.approx(best.value)
+    assert set(s["final"]) >= {"auroc", "fpr95"}
+    # an existing output made from another sweep file is refused; --fresh starts anew
+    other = _sweep_file(tmp_path, name="t", num_samples=2)
+    refused = _cli(other)
+    assert refused.returncode == 2 and "different sweep file" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_diverging_trial_fails_alone_and_optuna_is_told_fail(tmp_path):
+    path = _sweep_file(
+        tmp_path,
+        space={"lr": {"choices": [0.05, 1.0e30]}},
+        algorithm={"name": "grid"},
+        trial={"epochs": 2, "batch_size": 64, "scorers": ["msp", "energy"]},
+        final={"seeds": [3]},
+    )
+    proc = _cli(path, "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = _results(tmp_path)
+    search = df[df["stage"] == "search"]
+    by_lr = search.groupby("lr")["status"].agg(set).to_dict()
+    assert by_lr == {0.05: {"completed"}, 1e30: {"failed"}}
+    reason = search.loc[search["lr"] == 1e30, "status_reason"].iloc[0]
+    assert "nan" in reason
+    states = sorted(t.state.name for t in _study(tmp_path).trials)
+    assert states == ["COMPLETE", "FAIL"]
+    final = df[df["stage"] == "final"]
+    assert set(final["lr"]) == {0.05} and (final["status"] == "completed").all()
+
+
+def test_trial_with_two_gloo_processes(tmp_path):
+    path = _sweep_file(
+        tmp_path, num_samples=1, final=None,
+        resources={"processes_per_trial": 2, "cpus_per_process": 0.5, "max_concurrent_trials": 1},
+    )
+    proc = _cli(path, "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = _results(tmp_path)
+    assert (df["status"] == "completed").all() and df["trial_id"].nunique() == 1
+    from ascood.data import load_benchmark
+
+    assert (df.loc[df["split"] == "test", "n_id"] == len(load_benchmark("cmnist").test)).all()
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver's whole session: the driver, its Ray daemons and trial workers."""
+    parent = psutil.Process(proc.pid)
+    procs = [parent, *parent.children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGKILL)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
+def _wait_for(cond, proc, timeout=300) -> None:
+    t0 = time.time()
+    while not cond():
+        assert proc.poll() is None, "the sweep ended before the test could interrupt it"
+        assert time.time() - t0 < timeout, "timed out waiting for the sweep"
+        time.sleep(0.5)
+
+
+def _completed_trials(tmp_path) -> int:
+    root = tmp_path / "out" / "results"
+    if not root.exists():
+        return 0
+    n = 0
+    for f in root.rglob("*.parquet"):
+        try:
+            n += (pd.read_parquet(f)["status"] == "completed").any()
+        except Exception:
+            pass
+    return n
+
+
+def test_resume_after_the_driver_is_killed(tmp_path):
+    path = _sweep_file(tmp_path, num_samples=4, final=None,
+                       trial={"epochs": 2, "batch_size": 64, "scorers": ["msp", "energy"]},
+                       resources={"max_concurrent_trials": 1})
+    proc = subprocess.Popen([sys.executable, "-m", "ascood.cli.sweep", str(path), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for(lambda: _completed_trials(tmp_path) >= 1, proc)
+    finally:
+        _kill_tree(proc)
+    before = _results(tmp_path)
+    done_before = set(before.loc[before["status"] == "completed", "trial_id"])
+    assert 1 <= len(done_before) < 4
+
+    plain = _cli(path)
+    assert plain.returncode == 2 and "--resume" in plain.stderr
+    resumed = _cli(path, "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    df = _results(tmp_path)
+    assert df["trial_id"].nunique() == 4, "no trial lost, none added twice"
+    assert not df.duplicated(KEY).any()
+    assert (df["status"] == "completed").all()
+    assert set(df.groupby("trial_id")["epoch"].agg(frozenset)) == {frozenset({1, 2})}
+    after = df.set_index(KEY).loc[before[before["trial_id"].isin(done_before)].set_index(KEY).index]
+    pd.testing.assert_series_equal(after["auroc"], before[before["trial_id"].isin(done_before)].set_index(KEY)["auroc"])
+    states = [t.state for t in _study(tmp_path).trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4
+
+
+def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path):
+    path = _sweep_file(tmp_path, num_samples=1, final=None,
+                       trial={"epochs": 3, "batch_size": 16, "scorers": ["msp", "energy"]})
+    proc = subprocess.Popen([sys.executable, "-m", "ascood.cli.sweep", str(path), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        attempts = lambda: list((tmp_path / "out" / "trials").rglob("attempts.jsonl"))  # noqa: E731
+
+        def epoch_one_checkpointed() -> bool:
+            files = list((tmp_path / "out" / "results").rglob("*.parquet")) if (tmp_path / "out" / "results").exists() else []
+            return bool(attempts()) and bool(files) and (pd.read_parquet(files[0])["epoch"] >= 1).any()
+
+        _wait_for(epoch_one_checkpointed, proc)
+        pid = json.loads(attempts()[0].read_text().splitlines()[0])["pid"]
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc)
+    assert proc.returncode == 0, err[-3000:]
+    lines = [json.loads(x) for x in attempts()[0].read_text().splitlines()]
+    assert len(lines) == 2 and lines[1]["start_epoch"] >= 1, lines
+    df = _results(tmp_path)
+    assert not df.duplicated(KEY).any() and (df["status"] == "completed").all()
+    assert set(df["epoch"]) == {1, 2, 3}
+
+
+def test_asha_stopped_trials_are_marked_and_told_to_optuna_as_pruned(tmp_path):
+    path = _sweep_file(tmp_path, num_samples=6, final=None,
+                       trial={"epochs": 2, "batch_size": 64, "scorers": ["msp", "energy"]},
+                       scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
+                       resources={"max_concurrent_trials": 1})
+    proc = _cli(path, "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = _results(tmp_path)
+    per_trial = df.groupby("trial_id").agg(status=("status", "first"), last=("epoch", "max"))
+    assert set(per_trial["status"]) <= {"completed", "stopped-early"}
+    stopped = per_trial[per_trial["status"] == "stopped-early"]
+    assert len(stopped) >= 1 and (stopped["last"] < 2).all()
+    assert (per_trial.loc[per_trial["status"] == "completed", "last"] == 2).all()
+    states = [t.state for t in _study(tmp_path).trials]
+    pruned = [t for t in _study(tmp_path).trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) == len(stopped)
+    assert all(len(t.intermediate_values) >= 1 for t in pruned), "TPE sees where pruned trials stood"
+    assert states.count(optuna.trial.TrialState.COMPLETE) == len(per_trial) - len(stopped)
