@@ -46,7 +46,7 @@ def print_summary(console: Console, out: Path, *, as_json: bool = False) -> int:
         spec, _ = load_sweep(spec_copy)
     except SweepFileError as exc:
         fail(PROG, str(exc))
-    summaries = summarize(str(out / "results"), spec.objective)
+    summaries = summarize(str(out / "results"), spec.objective, order=[d.benchmark for d in spec.datasets])
     if as_json:
         print(summary_json(summaries))
     else:

@@ -279,7 +279,7 @@ def _search(spec, dataset, paths, trainable, max_conc, storage_obj, progress) ->
             trainable,
             param_space={"sweep": meta.as_dict()},
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n,
-                                        max_concurrent_trials=max_conc),
+                                        max_concurrent_trials=max_conc, reuse_actors=True),
             run_config=_run_config(paths, name, callbacks, spec.resources.max_failures),
         )
 
@@ -305,7 +305,7 @@ def _final(spec, dataset, paths, trainable, max_conc, progress) -> None:
             trainable,
             param_space={"sweep": meta.as_dict(), "best_config": best.config_json,
                          "seed": tune.grid_search(list(spec.final.seeds))},
-            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc),
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=True),
             run_config=_run_config(paths, name, callbacks, spec.resources.max_failures),
         )
 

@@ -70,9 +70,10 @@ def best_search_trial(results_dir: str, benchmark: str, objective: Objective) ->
     return best_from_frame(_load(results_dir, benchmark), objective)
 
 
-def summarize(results_dir: str, objective: Objective) -> list[DatasetSummary]:
+def summarize(results_dir: str, objective: Objective, order: list[str] | None = None) -> list[DatasetSummary]:
+    """Per dataset (in `order`, else as found): trial counts, best search trial, final test metrics."""
     df = _load(results_dir)
-    out = []
+    out: list[DatasetSummary] = []
     if df.empty:
         return out
     for benchmark, bdf in df.groupby("benchmark", sort=False):
@@ -94,6 +95,9 @@ def summarize(results_dir: str, objective: Objective) -> list[DatasetSummary]:
             str(benchmark), str(first["setting"]), bool(first["embedded"]),
             {k: int(v) for k, v in trials.items()}, best_from_frame(bdf, objective), metrics, seeds,
         ))
+    if order:
+        rank = {name: i for i, name in enumerate(order)}
+        out.sort(key=lambda s: rank.get(s.benchmark, len(rank)))
     return out
 
 
@@ -105,12 +109,12 @@ def _fmt(v) -> str:
 
 def _trials_cell(trials: dict[str, int]) -> str:
     short = {"completed": "done", "stopped-early": "stopped", "failed": "failed", "running": "running"}
-    return " ".join(f"{v} {short.get(k, k)}" for k, v in sorted(trials.items()))
+    return "\n".join(f"{v} {short.get(k, k)}" for k, v in sorted(trials.items()))
 
 
 def summary_table(summaries: list[DatasetSummary], objective: Objective, name: str) -> Table:
     table = Table(title=f"sweep {name}: best per dataset, chosen on validation only")
-    table.add_column("dataset")
+    table.add_column("dataset", min_width=12)
     table.add_column("trials")
     for col in (f"val {objective.name}", "test AUROC", "test FPR@95", "test ID acc"):
         table.add_column(col, justify="right")
@@ -126,7 +130,7 @@ def summary_table(summaries: list[DatasetSummary], objective: Objective, name: s
             return f"{mean:.2f}±{std:.2f}"
 
         best = "-" if s.best is None else f"{s.best.objective:.2f}"
-        table.add_row(f"{s.benchmark}\n({s.setting})", _trials_cell(s.trials), best, pm("auroc"), pm("fpr95"), pm("id_accuracy"))
+        table.add_row(f"{s.benchmark}\n{s.setting}", _trials_cell(s.trials), best, pm("auroc"), pm("fpr95"), pm("id_accuracy"))
         if s.best is not None:
             configs.append(f"{s.benchmark}: " + " ".join(f"{k}={_fmt(v)}" for k, v in s.best.params.items()))
     scope = "all OOD sets" if objective.ood == "all" else objective.ood
