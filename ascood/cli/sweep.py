@@ -24,6 +24,7 @@ def _run_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", help="continue the sweep in its output directory")
     group.add_argument("--fresh", action="store_true", help="delete the output directory and start anew")
     p.add_argument("--address", help="Ray cluster address (default: a local Ray on this machine)")
+    p.add_argument("--data-root", help="where real datasets live (overrides the sweep file's data_root)")
     p.add_argument("--no-progress", action="store_true", help="print a line per trial instead of a live table")
     return p
 
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         spec, _ = load_sweep(args.file)
     except (SweepFileError, UnknownBenchmarkError) as exc:
         fail(PROG, str(exc))
+    if args.data_root:
+        spec = spec.model_copy(update={"data_root": args.data_root})
     run = SweepRun(spec, Path(args.file).read_text(), resume=args.resume, fresh=args.fresh, address=args.address)
     label = f"val/{spec.objective.name} ({spec.objective.scorer})"
     live = console.is_terminal and not args.no_progress

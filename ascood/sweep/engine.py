@@ -29,7 +29,7 @@ from ascood.results import read_rows, write_results
 from ascood.sweep.progress import ProgressCallback
 from ascood.sweep.searcher import make_searcher
 from ascood.sweep.spec import DatasetSpec, SweepSpec, grid_size, space_for, trial_defaults
-from ascood.sweep.trainable import TrialMeta, results_file
+from ascood.sweep.trainable import TrialMeta, results_file, sweep_trial
 
 DRIVER_CPUS = 0.1  # a multi-process trial's own actor only waits on its Ray Train workers
 
@@ -129,12 +129,19 @@ def concurrency(spec: SweepSpec, cluster_cpus: float, cluster_gpus: float) -> in
 
 
 def trial_meta(spec: SweepSpec, dataset: DatasetSpec, stage: str, out: Path) -> TrialMeta:
+    """What every trial of a stage gets; local paths made absolute (trials run in other directories)."""
     r = spec.resources
+    defaults = trial_defaults(spec, dataset)
+    if defaults.get("weights"):
+        defaults["weights"] = str(Path(defaults["weights"]).expanduser().absolute())
+    root = spec.data_root
+    if root and not storage.is_uri(root):
+        root = str(Path(root).expanduser().absolute())
     return TrialMeta(
         sweep=spec.name, out=str(out), benchmark=dataset.benchmark, stage=stage,
-        defaults=trial_defaults(spec, dataset), objective=spec.objective.model_dump(),
+        defaults=defaults, objective=spec.objective.model_dump(),
         processes=r.processes_per_trial, cpus_per_process=r.cpus_per_process, gpus_per_process=r.gpus_per_process,
-        max_failures=r.max_failures, data_root=spec.data_root,
+        max_failures=r.max_failures, data_root=root,
     )
 
 
@@ -213,7 +220,7 @@ def run_sweep(run: SweepRun, progress) -> SweepPaths:
         total = ray.cluster_resources()
         max_conc = concurrency(spec, total.get("CPU", 0.0), total.get("GPU", 0.0))
         resources, _ = trial_resources(spec)
-        trainable = tune.with_resources(_trainable(), resources)
+        trainable = tune.with_resources(sweep_trial, resources)
         storage_obj = optuna.storages.RDBStorage(f"sqlite:///{paths.optuna_db}")
         for dataset in spec.datasets:
             _search(spec, dataset, paths, trainable, max_conc, storage_obj, progress)
@@ -222,12 +229,6 @@ def run_sweep(run: SweepRun, progress) -> SweepPaths:
     finally:
         ray.shutdown()
     return paths
-
-
-def _trainable():
-    from ascood.sweep.trainable import sweep_trial
-
-    return sweep_trial
 
 
 def _run_config(paths: SweepPaths, name: str, callbacks: list, max_failures: int) -> tune.RunConfig:
