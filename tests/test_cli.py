@@ -84,7 +84,7 @@ def test_ascood_train_console_script_runs_from_a_config_file(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "ID accuracy" in proc.stdout and "odin" in proc.stdout
+    assert "ID acc" in proc.stdout and "odin" in proc.stdout
     df = pd.read_parquet(out / "results.parquet")
     assert set(df["scorer"]) == {"msp", "odin"}
     assert (df["lam"] == 0.5).all() and (df["sigma"] == 0.25).all()

@@ -90,3 +90,10 @@ def test_diverging_run_ends_failed_with_its_reason(tmp_path):
     assert result.status == "failed" and "nan" in result.reason
     df = pd.read_parquet(tmp_path / "results.parquet")
     assert (df["status"] == "failed").all() and df["status_reason"].str.contains("nan").all()
+
+
+def test_bf16_mixed_precision_runs_through_the_same_loop(tmp_path):
+    result = run_trial(_cfg(benchmark="cmnist", epochs=1, batch_size=32, mixed_precision="bf16"), tmp_path)
+    assert result.status == "completed"
+    df = pd.read_parquet(tmp_path / "results.parquet")
+    assert df[["auroc", "fpr95"]].notna().all().all() and df["id_accuracy"].iloc[0] > 50

@@ -18,7 +18,11 @@ PROG = "ascood-sweep"
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog=PROG, description="Run (or resume) a sweep described by a YAML file.")
+    p = OneLineParser(
+        prog=PROG,
+        description="Run (or resume) a sweep described by a YAML file.",
+        epilog=f"{PROG} summary OUT [--json]: print a finished (or partial) sweep's summary from its Parquet results.",
+    )
     p.add_argument("file", help="sweep file (YAML)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the sweep in its output directory")

@@ -25,11 +25,14 @@ from ray.tune import Callback
 
 from ascood import storage
 from ascood.config import validate_config
+from ascood.data.registry import get_spec, load_benchmark
 from ascood.results import read_rows, write_results
+from ascood.sweep.objective import ood_selection_names
 from ascood.sweep.progress import ProgressCallback
 from ascood.sweep.searcher import make_searcher
 from ascood.sweep.spec import DatasetSpec, SweepSpec, grid_size, space_for, trial_defaults
-from ascood.sweep.trainable import TrialMeta, results_file, sweep_trial
+from ascood.sweep.trainable import TrialMeta, results_file, sweep_trial, trial_values
+from ascood.trial import RunLabels, run_id_for, status_row
 
 DRIVER_CPUS = 0.1  # a multi-process trial's own actor only waits on its Ray Train workers
 
@@ -88,10 +91,7 @@ def _digest(text: str) -> str:
 
 def check_datasets(spec: SweepSpec) -> None:
     """Load (build or find) every dataset before any trial starts; check the objective's OOD names."""
-    from ascood.data.registry import load_benchmark
-    from ascood.sweep.objective import ood_selection_names
-
-    for i, d in enumerate(spec.datasets):
+    for d in spec.datasets:
         data = load_benchmark(d.benchmark, root=spec.data_root)
         names = ood_selection_names([(o.name, o.group) for o in data.ood])
         if spec.objective.ood not in names:
@@ -172,10 +172,6 @@ class ResultsStatusCallback(Callback):
         self.mark(trial, "failed", reason)
 
     def mark(self, trial, status: str, reason: str) -> None:
-        from ascood.data.registry import get_spec
-        from ascood.sweep.trainable import trial_values
-        from ascood.trial import RunLabels, run_id_for, status_row
-
         path = results_file(self.out, self.benchmark, self.stage, trial.trial_id)
         rows = read_rows(path) if storage.exists(path) else []
         if not rows:
@@ -187,8 +183,6 @@ class ResultsStatusCallback(Callback):
         for r in rows:
             r["status"], r["status_reason"] = status, reason
         write_results(path, rows)
-
-
 
 
 @dataclass
@@ -209,7 +203,6 @@ def run_sweep(run: SweepRun, progress) -> SweepPaths:
     env = {k: os.environ[k] for k in ("ASCOOD_CACHE", "ASCOOD_DATA") if k in os.environ}
     env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     init_kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if run.address:
