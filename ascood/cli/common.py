@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-import yaml
+from ascood.yamlfile import YamlFileError, read_mapping
 
 EXIT_USAGE = 2
 
@@ -29,15 +29,7 @@ def fail(prog: str, message: str) -> NoReturn:
 
 
 def read_yaml_mapping(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--config: file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    return data
+        return read_mapping(path, what="--config: file")
+    except YamlFileError as exc:
+        raise UsageError(str(exc)) from None

@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ascood.config import ConfigError, TrainConfig, validate_config
+from ascood.yamlfile import YamlFileError, read_mapping
 
 OBJECTIVE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy")
 MINIMIZED = {"fpr95"}
@@ -177,17 +177,11 @@ def _loc(loc: tuple) -> str:
 def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
     """Parse and validate a sweep file; returns the spec and the file's content hash."""
     path = Path(path)
-    if not path.is_file():
-        raise SweepFileError(f"{path}: sweep file not found")
-    text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SweepFileError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise SweepFileError(f"{path}: expected a mapping at the top level")
+        raw = read_mapping(path, what="sweep file")
+    except YamlFileError as exc:
+        raise SweepFileError(str(exc)) from None
+    text = path.read_text()
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
