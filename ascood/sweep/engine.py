@@ -202,7 +202,8 @@ def run_sweep(run: SweepRun, progress) -> SweepPaths:
     prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
     env = {k: os.environ[k] for k in ("ASCOOD_CACHE", "ASCOOD_DATA") if k in os.environ}
     env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # a failed trial's last report has no objective
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables under our Rich display
     init_kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if run.address:
