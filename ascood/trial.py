@@ -24,7 +24,16 @@ from ascood.data.registry import BenchmarkData, load_benchmark
 from ascood.evaluate import Evaluator, SplitResult
 from ascood.results import SCHEMA_VERSION, code_version, read_rows, upsert_epoch, write_results
 from ascood.scorers import Scorer, build_scorers
-from ascood.train import CHECKPOINT, EpochHook, EpochStats, StepHook, TrainingDiverged, config_json, fit, make_accelerator
+from ascood.train import (
+    CHECKPOINT,
+    EpochHook,
+    EpochStats,
+    StepHook,
+    TrainingDiverged,
+    config_json,
+    fit,
+    make_accelerator,
+)
 
 RESULTS = "results.parquet"
 ATTEMPTS = "attempts.jsonl"
@@ -45,7 +54,6 @@ class TrialResult:
     status: str
     reason: str | None
     rows: list[dict] = field(default_factory=list)
-    last: list[SplitResult] = field(default_factory=list)
 
 
 def run_id_for(cfg: TrainConfig) -> str:
@@ -91,7 +99,7 @@ def make_rows(
 def checkpoint_epoch(out_dir: Path) -> int:
     """Epochs completed by the run's checkpoint (0 without one)."""
     ckpt = out_dir / CHECKPOINT
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]) if ckpt.exists() else 0
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["epoch"]) if ckpt.exists() else 0
 
 
 def _kept_rows(results: str, run_id: str, done: int) -> list[dict]:
@@ -166,9 +174,8 @@ def run_trial(
         nonlocal rows, fresh_rows
         fresh_rows = []
         if stats.epoch % cfg.eval_every == 0 or stats.epoch == cfg.epochs:
-            trial.last = evaluator.evaluate(model, scorers)
             fresh_rows = make_rows(
-                cfg, data, run_id, stats, trial.last, scorers,
+                cfg, data, run_id, stats, evaluator.evaluate(model, scorers), scorers,
                 wall_time_s=wall0 + time.perf_counter() - t0, labels=labels,
             )
             rows = upsert_epoch(rows, fresh_rows)

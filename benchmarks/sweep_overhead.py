@@ -48,8 +48,8 @@ def main() -> None:
     ideal = busy / conc
     overhead = wall - ideal
     print(f"sweep {spec['name']}: {len(per_trial)} trials, concurrency {conc}")
-    print(f"| wall time | trials' train+eval time | ÷ concurrency | overhead | overhead share |")
-    print(f"|---:|---:|---:|---:|---:|")
+    print("| wall time | trials' train+eval time | ÷ concurrency | overhead | overhead share |")
+    print("|---:|---:|---:|---:|---:|")
     print(f"| {wall:.0f} s | {busy:.0f} s | {ideal:.0f} s | {overhead:.0f} s | {100 * overhead / wall:.0f}% |")
 
 

@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         fail(PROG, str(exc))
 
-    from ascood.trial import run_id_for, run_trial
     from ascood.train import make_accelerator
+    from ascood.trial import run_id_for, run_trial
 
     accelerator = make_accelerator(cfg.mixed_precision)
     main_proc = PartialState().is_main_process
