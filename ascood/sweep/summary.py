@@ -116,7 +116,7 @@ def summary_table(summaries: list[DatasetSummary], objective: Objective, name: s
     table = Table(title=f"sweep {name}: best per dataset, chosen on validation only")
     table.add_column("dataset", min_width=12)
     table.add_column("trials")
-    for col in (f"val {objective.name}", "test AUROC", "test FPR@95", "test ID acc"):
+    for col in (f"val {objective.name}", "test AUROC", "test FPR@95", "ID acc"):
         table.add_column(col, justify="right")
     embedded = False
     configs = []
@@ -127,7 +127,7 @@ def summary_table(summaries: list[DatasetSummary], objective: Objective, name: s
             if key not in s.final:
                 return "-"
             mean, std = s.final[key]
-            return f"{mean:.2f}±{std:.2f}"
+            return f"{mean:.1f}±{std:.1f}"
 
         best = "-" if s.best is None else f"{s.best.objective:.2f}"
         table.add_row(f"{s.benchmark}\n{s.setting}", _trials_cell(s.trials), best, pm("auroc"), pm("fpr95"), pm("id_accuracy"))
