@@ -11,7 +11,7 @@ from ascood.method.normalization import FEATURE_NORMS
 from ascood.method.synthesis import SYNTHESIS_KINDS
 from ascood.metrics import FPR_CONVENTIONS
 
-SCORER_NAMES = ("msp", "maxlogit", "energy", "odin", "iodin")
+DEFAULT_SCORERS = ("msp", "maxlogit", "energy", "odin", "iodin")
 
 # Field name → command-line flag, for error messages that name what the user typed.
 FLAG_NAMES = {"lam": "--lambda", "ood_type": "--ood-type"}
@@ -54,7 +54,8 @@ class TrainConfig(BaseModel):
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     channels_last: bool = True
     eval_every: int = Field(1, ge=1)
-    scorers: tuple[str, ...] = SCORER_NAMES
+    scorers: tuple[str, ...] = DEFAULT_SCORERS
+    scorer_search: bool = False
     odin_temperature: float = Field(1000.0, gt=0)
     odin_epsilon: float = Field(0.0014, ge=0)
     iodin_k: int = Field(1, ge=1)
@@ -106,10 +107,12 @@ class TrainConfig(BaseModel):
     @field_validator("scorers", mode="before")
     @classmethod
     def _scorers(cls, v):
+        from ascood.scorers import SCORERS
+
         items = tuple(s.strip() for s in v.split(",")) if isinstance(v, str) else tuple(v)
-        bad = [s for s in items if s not in SCORER_NAMES]
+        bad = [s for s in items if s not in SCORERS]
         if bad or not items:
-            raise ValueError(f"expected a non-empty subset of {', '.join(SCORER_NAMES)}, got {', '.join(bad) or 'none'}")
+            raise ValueError(f"expected a non-empty subset of {', '.join(SCORERS)}, got {', '.join(bad) or 'none'}")
         return items
 
     @field_validator("benchmark")
@@ -134,6 +137,11 @@ class TrainConfig(BaseModel):
         if self.alpha_min > self.alpha_max:
             raise ValueError(f"--alpha-min ({self.alpha_min}) must not exceed --alpha-max ({self.alpha_max})")
         return self
+
+    def scorer_overrides(self) -> dict[str, dict]:
+        """Parameters the run's flags set for particular scorers (the search may replace them)."""
+        odin = {"temperature": self.odin_temperature, "epsilon": self.odin_epsilon}
+        return {"odin": odin, "iodin": {**odin, "k": self.iodin_k}}
 
     @property
     def resolved_feature_norm(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
@@ -57,6 +58,7 @@ class Evaluator:
         self.accelerator = accelerator
         self.splits = splits
         self.fpr_convention = fpr_convention
+        self.batch_size, self.num_workers = batch_size, num_workers
         self.normalize = Normalizer(data.mean, data.std, channels_last)
         self.std = torch.tensor(data.std, dtype=torch.float32)
 
@@ -87,30 +89,79 @@ class Evaluator:
             scores.append(self.accelerator.gather_for_metrics(s.float()).cpu())
         return torch.cat(scores)
 
-    def scores(self, scorers: list[Scorer], model: nn.Module, loader: DataLoader) -> tuple[Outputs, dict[str, Tensor]]:
-        out = self.outputs(model, loader)
-        result = {}
-        for s in scorers:
-            result[s.name] = self.input_scores(s, model, loader) if s.needs_input else s.postprocess(out)
-        return out, result
+    def all_outputs(self, model: nn.Module, *, train: bool) -> dict[tuple[str, str], Outputs]:
+        """One forward pass per evaluated set (and over ID train when a scorer fits on it)."""
+        keys = list(self.loaders)
+        if train:
+            keys.append(("train", "id"))
+        return {key: self.outputs(model, self._loader(key)) for key in keys}
 
-    def evaluate(self, model: nn.Module, scorers: list[Scorer]) -> list[SplitResult]:
-        """Evaluate the (unwrapped) model on every split; every process returns the same result."""
+    def _loader(self, key: tuple[str, str]) -> DataLoader:
+        if key not in self.loaders:  # ID train, un-augmented, only when a scorer needs it
+            self.loaders[key] = self.accelerator.prepare_data_loader(
+                eval_loader(self.data.train, self.batch_size, self.num_workers)
+            )
+        return self.loaders[key]
+
+    def score(self, scorer: Scorer, model: nn.Module, key: tuple[str, str], outputs: dict) -> Tensor:
+        if scorer.needs_input:
+            return self.input_scores(scorer, model, self._loader(key))
+        return scorer.postprocess(outputs[key])
+
+    def fit(self, scorer: Scorer, model: nn.Module, outputs: dict, *, search: bool) -> Scorer:
+        """Set the scorer up; with `search`, first pick its grid point on validation data only.
+
+        The search scores ID-val against every validation OOD set pooled, by AUROC (OpenOOD's
+        automatic parameter search); test sets are never looked at.
+        """
+        train = outputs.get(("train", "id"))
+        if not (search and scorer.grid):
+            scorer.setup(train, model.head)
+            return scorer
+        val_ood = [("val", o.name) for o in self.data.ood]
+
+        def auroc(point: dict) -> float:
+            candidate = type(scorer)(**{**scorer.params(), **point})
+            candidate.setup(train, model.head)
+            id_scores = self.score(candidate, model, ("val", "id"), outputs).numpy()
+            ood_scores = np.concatenate([self.score(candidate, model, k, outputs).numpy() for k in val_ood])
+            return ood_metrics(id_scores, ood_scores, fpr_convention=self.fpr_convention).auroc
+
+        best = select_grid_point(type(scorer).grid_points(), auroc)
+        chosen = type(scorer)(**{**scorer.params(), **best})
+        chosen.setup(train, model.head)
+        return chosen
+
+    def evaluate(self, model: nn.Module, scorers: list[Scorer], *, search: bool = False) -> tuple[list[SplitResult], list[Scorer]]:
+        """Evaluate the (unwrapped) model on every split; returns the results and the scorers as
+        used (with searched parameters). Every process returns the same."""
         was_training = model.training
         model.eval()
         try:
-            return [self._split(model, scorers, split) for split in self.splits]
+            outputs = self.all_outputs(model, train=any(s.needs_train for s in scorers))
+            used = [self.fit(s, model, outputs, search=search) for s in scorers]
+            return [self._split(model, used, split, outputs) for split in self.splits], used
         finally:
             model.train(was_training)
 
-    def _split(self, model: nn.Module, scorers: list[Scorer], split: str) -> SplitResult:
-        id_out, id_scores = self.scores(scorers, model, self.loaders[(split, "id")])
+    def _split(self, model: nn.Module, scorers: list[Scorer], split: str, outputs: dict) -> SplitResult:
+        id_out = outputs[(split, "id")]
         acc = accuracy(id_out.logits.argmax(dim=1).numpy(), id_out.labels.numpy())
         result = SplitResult(split, acc, len(id_out.labels))
+        id_scores = {s.name: self.score(s, model, (split, "id"), outputs).numpy() for s in scorers}
         for o in self.data.ood:
-            _, ood_scores = self.scores(scorers, model, self.loaders[(split, o.name)])
             for s in scorers:
-                a, b = id_scores[s.name].numpy(), ood_scores[s.name].numpy()
-                m = ood_metrics(a, b, fpr_convention=self.fpr_convention)
+                b = self.score(s, model, (split, o.name), outputs).numpy()
+                m = ood_metrics(id_scores[s.name], b, fpr_convention=self.fpr_convention)
                 result.sets.append(SetResult(o.name, o.group, s.name, len(b), m))
         return result
+
+
+def select_grid_point(points: list[dict], objective) -> dict:
+    """The grid point with the highest objective (the first such on ties, in grid order)."""
+    best, best_value = points[0], -np.inf
+    for point in points:
+        value = objective(point)
+        if value > best_value:
+            best, best_value = point, value
+    return best

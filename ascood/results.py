@@ -40,6 +40,7 @@ SCHEMA = pa.schema(
         ("ood_group", pa.string()),
         ("scorer", pa.string()),
         ("scorer_params", pa.string()),
+        ("scorer_selection", pa.string()),
         ("id_accuracy", pa.float64()),
         ("auroc", pa.float64()),
         ("fpr95", pa.float64()),

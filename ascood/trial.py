@@ -80,6 +80,7 @@ def make_rows(
     scorers: list[Scorer], *, wall_time_s: float, labels: RunLabels,
 ) -> list[dict]:
     params = {s.name: json.dumps(s.params(), sort_keys=True) for s in scorers}
+    selection = {s.name: "val-auroc" if cfg.scorer_search and s.grid else "fixed" for s in scorers}
     base = {
         **run_columns(cfg, data.setting, data.embedded, run_id, labels),
         "epoch": stats.epoch, "train_loss": stats.loss, "status": "running", "status_reason": None,
@@ -90,7 +91,7 @@ def make_rows(
         for s in split.sets:
             rows.append({
                 **base, "split": split.split, "ood_set": s.ood_set, "ood_group": s.ood_group, "scorer": s.scorer,
-                "scorer_params": params[s.scorer], "id_accuracy": split.id_accuracy, "n_id": split.n_id,
+                "scorer_params": params[s.scorer], "scorer_selection": selection[s.scorer], "id_accuracy": split.id_accuracy, "n_id": split.n_id,
                 "n_ood": s.n_ood, **s.metrics.as_dict(),
             })
     return rows
@@ -155,11 +156,7 @@ def run_trial(
         data, accelerator, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
         fpr_convention=cfg.fpr_convention, channels_last=cfg.channels_last,
     )
-    scorers = build_scorers(
-        cfg.scorers, odin_temperature=cfg.odin_temperature, odin_epsilon=cfg.odin_epsilon, iodin_k=cfg.iodin_k
-    )
-    for s in scorers:
-        s.setup(None)
+    scorers = build_scorers(cfg.scorers, cfg.scorer_overrides())
     trial = TrialResult(run_id, "running", None)
 
     def write(status: str, reason: str | None) -> None:
@@ -174,8 +171,9 @@ def run_trial(
         nonlocal rows, fresh_rows
         fresh_rows = []
         if stats.epoch % cfg.eval_every == 0 or stats.epoch == cfg.epochs:
+            results, used = evaluator.evaluate(model, scorers, search=cfg.scorer_search)
             fresh_rows = make_rows(
-                cfg, data, run_id, stats, evaluator.evaluate(model, scorers), scorers,
+                cfg, data, run_id, stats, results, used,
                 wall_time_s=wall0 + time.perf_counter() - t0, labels=labels,
             )
             rows = upsert_epoch(rows, fresh_rows)

@@ -47,7 +47,7 @@ def test_odin_matches_an_independent_computation():
     sign = (xr.grad >= 0).float() * 2 - 1
     x_tilde = x - eps * sign / std.view(1, 3, 1, 1)
     expected = (model(x_tilde) / T).softmax(1).max(1).values
-    seen, scores = _perturbed_input(ODIN(T, eps), model, x, std)
+    seen, scores = _perturbed_input(ODIN(temperature=T, epsilon=eps), model, x, std)
     torch.testing.assert_close(seen, x_tilde)
     torch.testing.assert_close(scores, expected.detach())
     assert ((seen - x) != 0).flatten(1).sum(1).tolist() == [3 * 32 * 32] * 5
@@ -57,12 +57,12 @@ def test_iodin_perturbs_exactly_k_entries_per_image_at_the_largest_gradient():
     model, x = _model(), torch.randn(4, 3, 32, 32)
     std = torch.tensor([0.5, 0.5, 0.5])
     for k in (1, 3, 10):
-        seen, _ = _perturbed_input(IODIN(1000.0, 0.01, k=k), model, x, std)
+        seen, _ = _perturbed_input(IODIN(temperature=1000.0, epsilon=0.01, k=k), model, x, std)
         changed = (seen - x) != 0
         assert changed.flatten(1).sum(1).tolist() == [k] * 4
     xr = x.clone().requires_grad_(True)
     logits = model(xr)
     F.cross_entropy(logits / 1000.0, logits.argmax(1), reduction="sum").backward()
-    seen, _ = _perturbed_input(IODIN(1000.0, 0.01, k=1), model, x, std)
+    seen, _ = _perturbed_input(IODIN(temperature=1000.0, epsilon=0.01, k=1), model, x, std)
     moved = ((seen - x) != 0).flatten(1).float().argmax(1)
     assert torch.equal(moved, xr.grad.abs().flatten(1).argmax(1))

@@ -1,26 +1,28 @@
-"""Post-hoc OOD scorers: one class per score, `setup` then `postprocess`."""
+"""Post-hoc OOD scorers: one class per score, `setup` then `postprocess`, each with its grid."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ascood.scorers.base import InputScorer, Outputs, Scorer
-from ascood.scorers.logit import MSP, Energy, MaxLogit
+from ascood.scorers.feature import KNN, MDS, RMDS, ReAct, ViM
+from ascood.scorers.logit import GEN, MSP, Energy, MaxLogit
 from ascood.scorers.perturbation import IODIN, ODIN
 
-SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (MSP, MaxLogit, Energy, ODIN, IODIN)}
+SCORERS: dict[str, type[Scorer]] = {
+    cls.name: cls for cls in (MSP, MaxLogit, Energy, GEN, ODIN, IODIN, ReAct, KNN, MDS, RMDS, ViM)
+}
 
 
-def build_scorers(
-    names: tuple[str, ...], *, odin_temperature: float, odin_epsilon: float, iodin_k: int
-) -> list[Scorer]:
-    out: list[Scorer] = []
-    for name in names:
-        if name == "odin":
-            out.append(ODIN(odin_temperature, odin_epsilon))
-        elif name == "iodin":
-            out.append(IODIN(odin_temperature, odin_epsilon, iodin_k))
-        else:
-            out.append(SCORERS[name]())
-    return out
+def build_scorer(name: str, **params: Any) -> Scorer:
+    if name not in SCORERS:
+        raise ValueError(f"scorer: expected one of {', '.join(SCORERS)}, got {name!r}")
+    return SCORERS[name](**params)
 
 
-__all__ = ["IODIN", "MSP", "ODIN", "SCORERS", "Energy", "InputScorer", "MaxLogit", "Outputs", "Scorer", "build_scorers"]
+def build_scorers(names: tuple[str, ...] | list[str], overrides: dict[str, dict] | None = None) -> list[Scorer]:
+    overrides = overrides or {}
+    return [build_scorer(n, **overrides.get(n, {})) for n in names]
+
+
+__all__ = ["SCORERS", "InputScorer", "Outputs", "Scorer", "build_scorer", "build_scorers"]

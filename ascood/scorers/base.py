@@ -1,7 +1,12 @@
-"""The scorer interface, after OpenOOD's postprocessors: `setup` once, then `postprocess`."""
+"""The scorer interface, after OpenOOD's postprocessors: `setup` once, then `postprocess`.
+
+A scorer is built from named parameters (its `defaults`, overridden per instance); `grid` lists
+the values the validation search (`ascood.scorers.search`) tries. Scores: higher = more ID.
+"""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -10,11 +15,18 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class Outputs:
-    """What one forward pass over a split gives every logit/feature scorer."""
+    """What one forward pass over a split gives every logit/feature scorer.
+
+    `features` are the pooled features *before* the head's normalization (what OpenOOD's feature
+    hooks see on the ASCOOD network).
+    """
 
     logits: Tensor
     features: Tensor
     labels: Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
 
 
 class Scorer:
@@ -22,15 +34,32 @@ class Scorer:
 
     name: ClassVar[str]
     needs_input: ClassVar[bool] = False
+    needs_train: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {}
+    grid: ClassVar[dict[str, list]] = {}
 
-    def setup(self, train: Outputs | None = None) -> None:
-        """Fit on ID training outputs when the score needs it (none of this issue's do)."""
+    def __init__(self, **params: Any):
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"scorer {self.name}: unknown parameter(s) {sorted(unknown)}")
+        self.p: dict[str, Any] = {**self.defaults, **params}
 
     def params(self) -> dict[str, Any]:
-        return {}
+        return dict(self.p)
+
+    def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
+        """Fit what the score needs from ID training outputs and the model's head (if anything)."""
 
     def postprocess(self, outputs: Outputs) -> Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def grid_points(cls) -> list[dict[str, Any]]:
+        """Every combination of the search grid (one point, the defaults, when there is no grid)."""
+        if not cls.grid:
+            return [{}]
+        keys = list(cls.grid)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(cls.grid[k] for k in keys))]
 
 
 class InputScorer(Scorer):

@@ -48,3 +48,41 @@ def odin(model: nn.Module, x: Tensor, temperature: float, epsilon: float, std: T
     x_tilde = x + epsilon * odin_perturbation(model, x, temperature, std, top_k)
     with torch.no_grad():
         return (model(x_tilde) / temperature).softmax(dim=1).amax(dim=1)
+
+
+def gen(logits: Tensor, gamma: float = 0.1, top_m: int = 100) -> Tensor:
+    """Generalized entropy (Liu et al., CVPR 2023): −Σ_{top-M} p^γ (1 − p)^γ."""
+    p = logits.softmax(dim=1)
+    m = min(top_m, p.shape[1])
+    top = p.topk(m, dim=1).values
+    return -(top.pow(gamma) * (1.0 - top).pow(gamma)).sum(dim=1)
+
+
+def l2_normalize(x: Tensor) -> Tensor:
+    return x / (x.norm(dim=1, keepdim=True) + 1e-10)
+
+
+def knn_distance(features: Tensor, bank: Tensor, k: int) -> Tensor:
+    """Distance of each L2-normalized feature to its k-th nearest L2-normalized bank feature."""
+    z, zb = l2_normalize(features.double()), l2_normalize(bank.double())
+    d = torch.cdist(z, zb)
+    return d.topk(min(k, zb.shape[0]), dim=1, largest=False).values[:, -1]
+
+
+def class_gaussians(features: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Class means and the precision of the shared (tied) covariance (maximum likelihood)."""
+    h = features.double()
+    means = torch.stack([h[labels == c].mean(dim=0) for c in range(num_classes)])
+    centered = h - means[labels]
+    cov = centered.T @ centered / h.shape[0]
+    return means, torch.linalg.pinv(cov, hermitian=True)
+
+
+def mahalanobis(features: Tensor, means: Tensor, precision: Tensor) -> Tensor:
+    """Squared Mahalanobis distance of every feature to every mean: N×C."""
+    diff = features.double()[:, None, :] - means[None, :, :]
+    return torch.einsum("ncd,de,nce->nc", diff, precision, diff)
+
+
+def energy_from(logits: Tensor) -> Tensor:
+    return torch.logsumexp(logits, dim=1)

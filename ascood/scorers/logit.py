@@ -9,6 +9,8 @@ from ascood.scorers.base import Outputs, Scorer
 
 
 class MSP(Scorer):
+    """Maximum softmax probability (Hendrycks & Gimpel, 2017)."""
+
     name = "msp"
 
     def postprocess(self, outputs: Outputs) -> Tensor:
@@ -16,6 +18,8 @@ class MSP(Scorer):
 
 
 class MaxLogit(Scorer):
+    """Maximum logit (Hendrycks et al., 2022)."""
+
     name = "maxlogit"
 
     def postprocess(self, outputs: Outputs) -> Tensor:
@@ -23,13 +27,21 @@ class MaxLogit(Scorer):
 
 
 class Energy(Scorer):
+    """Negative free energy T·logsumexp(z/T) (Liu et al., 2020)."""
+
     name = "energy"
-
-    def __init__(self, temperature: float = 1.0):
-        self.temperature = temperature
-
-    def params(self) -> dict:
-        return {"temperature": self.temperature}
+    defaults = {"temperature": 1.0}
 
     def postprocess(self, outputs: Outputs) -> Tensor:
-        return Fs.energy(outputs.logits, self.temperature)
+        return Fs.energy(outputs.logits, self.p["temperature"])
+
+
+class GEN(Scorer):
+    """Generalized entropy over the top-M probabilities (Liu et al., CVPR 2023)."""
+
+    name = "gen"
+    defaults = {"gamma": 0.1, "top_m": 100}
+    grid = {"gamma": [0.01, 0.05, 0.1, 0.5, 1.0, 2.0], "top_m": [10, 100]}
+
+    def postprocess(self, outputs: Outputs) -> Tensor:
+        return Fs.gen(outputs.logits, self.p["gamma"], self.p["top_m"])

@@ -7,34 +7,27 @@ from torch import Tensor, nn
 from ascood.scorers import functional as Fs
 from ascood.scorers.base import InputScorer
 
+ODIN_TEMPERATURES = [1.0, 10.0, 100.0, 1000.0]
+ODIN_EPSILONS = [round(0.0014 * i, 4) for i in range(1, 8)]  # 0.0014, …, 0.0098: the authors grid
+
 
 class ODIN(InputScorer):
     """ODIN (Liang et al., 2018): temperature T and a signed-gradient input step of size ε."""
 
     name = "odin"
-
-    def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014):
-        self.temperature = temperature
-        self.epsilon = epsilon
-
-    def params(self) -> dict:
-        return {"temperature": self.temperature, "epsilon": self.epsilon}
+    defaults = {"temperature": 1000.0, "epsilon": 0.0014}
+    grid = {"temperature": ODIN_TEMPERATURES, "epsilon": ODIN_EPSILONS}
 
     def postprocess_batch(self, model: nn.Module, x: Tensor, std: Tensor) -> Tensor:
-        return Fs.odin(model, x, self.temperature, self.epsilon, std)
+        return Fs.odin(model, x, self.p["temperature"], self.p["epsilon"], std)
 
 
-class IODIN(ODIN):
+class IODIN(InputScorer):
     """i-ODIN (ASCOOD): ODIN's step applied only to the k input entries of largest |∇| (k = 1)."""
 
     name = "iodin"
-
-    def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014, k: int = 1):
-        super().__init__(temperature, epsilon)
-        self.k = k
-
-    def params(self) -> dict:
-        return {**super().params(), "k": self.k}
+    defaults = {"temperature": 1000.0, "epsilon": 0.0014, "k": 1}
+    grid = {"temperature": ODIN_TEMPERATURES, "epsilon": ODIN_EPSILONS}
 
     def postprocess_batch(self, model: nn.Module, x: Tensor, std: Tensor) -> Tensor:
-        return Fs.odin(model, x, self.temperature, self.epsilon, std, top_k=self.k)
+        return Fs.odin(model, x, self.p["temperature"], self.p["epsilon"], std, top_k=self.p["k"])

@@ -91,10 +91,10 @@ class Objective(Strict):
     @field_validator("scorer")
     @classmethod
     def _scorer(cls, v: str) -> str:
-        from ascood.config import SCORER_NAMES
+        from ascood.scorers import SCORERS
 
-        if v not in SCORER_NAMES:
-            raise ValueError(f"expected one of {', '.join(SCORER_NAMES)}, got {v!r}")
+        if v not in SCORERS:
+            raise ValueError(f"expected one of {', '.join(SCORERS)}, got {v!r}")
         return v
 
     @property

@@ -1,0 +1,133 @@
+"""Scorers that need the pooled features (and, for some, ID training features or the head).
+
+Features are the pre-normalization pooled features `h`. Where a scorer needs logits of modified
+features (ReAct, ASH, SCALE) they go through the model's own head (normalization · σ, then fc),
+i.e. the network as trained; `feature_path="fc"` instead feeds them to the final linear layer
+directly, as OpenOOD's `forward_threshold` does on networks without a normalized head. ViM works
+in the space the linear layer sees (the normalized features), where logits are linear in them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ascood.method.normalization import normalize_features
+from ascood.scorers import functional as Fs
+from ascood.scorers.base import Outputs, Scorer
+
+
+def _fc_inputs(head: nn.Module, h: Tensor) -> Tensor:
+    return normalize_features(h, head.feature_norm, head.sigma)
+
+
+class _ModifiedFeatureScorer(Scorer):
+    """Energy of the logits of modified features."""
+
+    needs_head = True
+
+    def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
+        self.head = head
+
+    def logits_of(self, h: Tensor) -> Tensor:
+        with torch.no_grad():
+            if self.p.get("feature_path", "head") == "fc":
+                return self.head.fc(h.to(self.head.fc.weight.dtype))
+            return self.head(h.to(self.head.fc.weight.dtype))
+
+
+class ReAct(_ModifiedFeatureScorer):
+    """ReAct (Sun et al., NeurIPS 2021): clip features at the p-th percentile of ID training
+    activations, then energy."""
+
+    name = "react"
+    needs_train = True
+    defaults = {"percentile": 90.0, "feature_path": "head"}
+    grid = {"percentile": [85.0, 90.0, 95.0, 99.0]}
+
+    def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
+        super().setup(train, head)
+        self.threshold = float(np.percentile(train.features.numpy().ravel(), self.p["percentile"]))
+
+    def postprocess(self, outputs: Outputs) -> Tensor:
+        return Fs.energy_from(self.logits_of(outputs.features.clamp(max=self.threshold)))
+
+
+class KNN(Scorer):
+    """KNN (Sun et al., ICML 2022): minus the distance of the L2-normalized feature to its k-th
+    nearest L2-normalized ID training feature."""
+
+    name = "knn"
+    needs_train = True
+    defaults = {"k": 50}
+    grid = {"k": [1, 10, 20, 50, 100, 200]}
+
+    def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
+        self.bank = train.features
+
+    def postprocess(self, outputs: Outputs) -> Tensor:
+        return -Fs.knn_distance(outputs.features, self.bank, self.p["k"])
+
+
+class MDS(Scorer):
+    """Mahalanobis (Lee et al., NeurIPS 2018), feature-only as in OpenOOD (no input perturbation,
+    penultimate layer only): max over classes of minus the distance to the class mean under the
+    shared covariance of ID training features."""
+
+    name = "mds"
+    needs_train = True
+
+    def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
+        c = int(train.labels.max()) + 1
+        self.means, self.precision = Fs.class_gaussians(train.features, train.labels, c)
+
+    def postprocess(self, outputs: Outputs) -> Tensor:
+        return (-Fs.mahalanobis(outputs.features, self.means, self.precision)).amax(dim=1).float()
+
+
+class RMDS(Scorer):
+    """Relative Mahalanobis (Ren et al., 2021): class distances minus the distance under one
+    background Gaussian fitted to all ID training features; max over classes of its negation."""
+
+    name = "rmds"
+    needs_train = True
+
+    def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
+        c = int(train.labels.max()) + 1
+        self.means, self.precision = Fs.class_gaussians(train.features, train.labels, c)
+        zeros = torch.zeros_like(train.labels)
+        self.bg_mean, self.bg_precision = Fs.class_gaussians(train.features, zeros, 1)
+
+    def postprocess(self, outputs: Outputs) -> Tensor:
+        md = Fs.mahalanobis(outputs.features, self.means, self.precision)
+        md0 = Fs.mahalanobis(outputs.features, self.bg_mean, self.bg_precision)
+        return (-(md - md0)).amax(dim=1).float()
+
+
+class ViM(Scorer):
+    """ViM (Wang et al., CVPR 2022): energy minus α·‖residual‖ of the feature outside the
+    principal subspace of ID training features, origin u = −W⁺b; α matches the mean max-logit to
+    the mean residual norm on training data. Computed on the linear layer's inputs."""
+
+    name = "vim"
+    needs_train = True
+    defaults = {"dim": 0.5}
+    grid = {"dim": [0.25, 0.5, 0.75]}
+
+    def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
+        w, b = head.fc.weight.detach().double().cpu(), head.fc.bias.detach().double().cpu()
+        self.head = head
+        self.u = -(torch.linalg.pinv(w) @ b)
+        x = _fc_inputs(head, train.features.double()) - self.u
+        d = max(1, min(x.shape[1] - 1, int(round(self.p["dim"] * x.shape[1]))))
+        cov = x.T @ x / x.shape[0]
+        eigvals, eigvecs = torch.linalg.eigh(cov)
+        self.ns = eigvecs[:, eigvals.argsort(descending=True)[d:]]
+        residual = (x @ self.ns).norm(dim=1)
+        self.alpha = float(train.logits.double().amax(dim=1).mean() / residual.mean())
+
+    def postprocess(self, outputs: Outputs) -> Tensor:
+        x = _fc_inputs(self.head, outputs.features.double()) - self.u
+        vlogit = self.alpha * (x @ self.ns).norm(dim=1)
+        return (Fs.energy_from(outputs.logits.double()) - vlogit).float()

@@ -1,0 +1,129 @@
+"""Feature scorers against independent computations of their published formulas (NumPy/sklearn)."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp, softmax
+from sklearn.covariance import EmpiricalCovariance
+from sklearn.neighbors import NearestNeighbors
+
+from ascood.models import create_model
+from ascood.scorers import GEN, KNN, MDS, RMDS, SCORERS, Outputs, ReAct, ViM, build_scorer
+
+
+@pytest.fixture(scope="module")
+def setting():
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=4, feature_norm="zscore", sigma=0.5).eval()
+    with torch.no_grad():
+        xs = torch.randn(120, 3, 32, 32)
+        lg, h = model.forward_with_features(xs)
+        train = Outputs(lg[:80], h[:80], torch.arange(80) % 4)
+        test = Outputs(lg[80:], h[80:], torch.zeros(40, dtype=torch.long))
+    return model, train, test
+
+
+def _np(t):
+    return t.detach().double().numpy()
+
+
+def _head_logits(model, h):
+    """logits = W·(z(h)·σ) + b, written out in NumPy."""
+    z = (h - h.mean(1, keepdims=True)) / (h.std(1, ddof=1, keepdims=True) + 1e-6) * 0.5
+    return z @ _np(model.fc.weight).T + _np(model.fc.bias)
+
+
+def test_gen(setting):
+    _, _, test = setting
+    p = softmax(_np(test.logits), axis=1)
+    top = -np.sort(-p, axis=1)[:, :3]
+    expected = -(top**0.5 * (1 - top) ** 0.5).sum(1)
+    got = GEN(gamma=0.5, top_m=3).postprocess(test)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
+
+
+def test_react(setting):
+    model, train, test = setting
+    s = ReAct(percentile=80.0)
+    s.setup(train, model.head)
+    c = np.percentile(_np(train.features).ravel(), 80.0)
+    expected = logsumexp(_head_logits(model, np.minimum(_np(test.features), c)), axis=1)
+    np.testing.assert_allclose(s.postprocess(test).numpy(), expected, rtol=1e-4)
+
+
+def test_knn(setting):
+    _, train, test = setting
+    s = KNN(k=5)
+    s.setup(train, None)
+    bank = _np(train.features)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    q = _np(test.features)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    dist, _ = NearestNeighbors(n_neighbors=5).fit(bank).kneighbors(q)
+    np.testing.assert_allclose(s.postprocess(test).numpy(), -dist[:, -1], rtol=1e-6)
+
+
+def _mds_reference(train, test):
+    h, y = _np(train.features), train.labels.numpy()
+    means = np.stack([h[y == c].mean(0) for c in range(4)])
+    prec = EmpiricalCovariance(assume_centered=False).fit(h - means[y]).precision_
+    q = _np(test.features)
+    md = np.stack([np.einsum("nd,de,ne->n", q - m, prec, q - m) for m in means], axis=1)
+    bg_prec = EmpiricalCovariance(assume_centered=False).fit(h).precision_
+    md0 = np.einsum("nd,de,ne->n", q - h.mean(0), bg_prec, q - h.mean(0))
+    return md, md0
+
+
+def test_mds_and_rmds(setting):
+    model, train, test = setting
+    md, md0 = _mds_reference(train, test)
+    mds, rmds = MDS(), RMDS()
+    mds.setup(train, model.head)
+    rmds.setup(train, model.head)
+    np.testing.assert_allclose(mds.postprocess(test).numpy(), (-md).max(1), rtol=1e-3)
+    np.testing.assert_allclose(rmds.postprocess(test).numpy(), (-(md - md0[:, None])).max(1), rtol=1e-3, atol=1e-3)
+
+
+def test_vim(setting):
+    model, train, test = setting
+    s = ViM(dim=0.5)
+    s.setup(train, model.head)
+    w, b = _np(model.fc.weight), _np(model.fc.bias)
+    u = -np.linalg.pinv(w) @ b
+
+    def centered(h):
+        return (h - h.mean(1, keepdims=True)) / (h.std(1, ddof=1, keepdims=True) + 1e-6) * 0.5 - u
+
+    x = centered(_np(train.features))
+    vals, vecs = np.linalg.eigh(x.T @ x / len(x))
+    ns = vecs[:, np.argsort(vals)[::-1][64:]]
+    alpha = _np(train.logits).max(1).mean() / np.linalg.norm(x @ ns, axis=1).mean()
+    expected = logsumexp(_np(test.logits), axis=1) - alpha * np.linalg.norm(centered(_np(test.features)) @ ns, axis=1)
+    np.testing.assert_allclose(s.postprocess(test).numpy(), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_feature_scorers_are_oriented_higher_for_id():
+    """A toy case with known separation: ID features cluster by class, OOD ones are far away."""
+    torch.manual_seed(1)
+    model = create_model("small_cnn", num_classes=3, feature_norm="zscore", sigma=1.0).eval()
+    centers = torch.randn(3, 128) * 3
+    y = torch.arange(300) % 3
+    h_train = centers[y] + 0.3 * torch.randn(300, 128)
+    with torch.no_grad():
+        model.fc.weight.copy_(centers / centers.norm(dim=1, keepdim=True) * 5)
+        model.fc.bias.zero_()
+        train = Outputs(model.head(h_train), h_train, y)
+        h_id = centers[torch.arange(60) % 3] + 0.3 * torch.randn(60, 128)
+        h_ood = 3 * torch.randn(60, 128)
+        id_out = Outputs(model.head(h_id), h_id, torch.zeros(60))
+        ood_out = Outputs(model.head(h_ood), h_ood, torch.zeros(60))
+    for name in ("knn", "mds", "rmds", "vim", "react", "gen", "energy", "msp"):
+        s = build_scorer(name)
+        s.setup(train, model.head)
+        assert s.postprocess(id_out).mean() > s.postprocess(ood_out).mean(), name
+
+
+def test_every_registered_scorer_has_a_valid_grid():
+    for name, cls in SCORERS.items():
+        for point in cls.grid_points():
+            assert set(point) <= set(cls.defaults), name
