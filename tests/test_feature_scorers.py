@@ -117,7 +117,7 @@ def test_feature_scorers_are_oriented_higher_for_id():
         h_ood = 3 * torch.randn(60, 128)
         id_out = Outputs(model.head(h_id), h_id, torch.zeros(60))
         ood_out = Outputs(model.head(h_ood), h_ood, torch.zeros(60))
-    for name in ("knn", "mds", "rmds", "vim", "react", "gen", "energy", "msp"):
+    for name in ("knn", "mds", "rmds", "vim", "react", "ash", "scale", "relation", "nnguide", "gen", "energy", "msp"):
         s = build_scorer(name)
         s.setup(train, model.head)
         assert s.postprocess(id_out).mean() > s.postprocess(ood_out).mean(), name
@@ -127,3 +127,59 @@ def test_every_registered_scorer_has_a_valid_grid():
     for name, cls in SCORERS.items():
         for point in cls.grid_points():
             assert set(point) <= set(cls.defaults), name
+
+
+def _keep_top(h, percentile):
+    n = h.shape[1]
+    k = n - int(round(n * percentile / 100.0))
+    thr = -np.sort(-h, axis=1)[:, k - 1 : k]
+    return h >= thr
+
+
+@pytest.mark.parametrize("path", ["head", "fc"])
+def test_ash_and_scale(setting, path):
+    model, _, test = setting
+    h = _np(test.features)
+    keep = _keep_top(h, 80.0)
+    pruned = h * keep
+    ash_h = pruned * np.exp(h.sum(1, keepdims=True) / pruned.sum(1, keepdims=True))
+    scale_h = h * np.exp(h.sum(1, keepdims=True) / pruned.sum(1, keepdims=True))
+
+    def logits(x):
+        return _head_logits(model, x) if path == "head" else x @ _np(model.fc.weight).T + _np(model.fc.bias)
+
+    from ascood.scorers import ASH, SCALE
+
+    for cls, feats in ((ASH, ash_h), (SCALE, scale_h)):
+        s = cls(percentile=80.0, feature_path=path)
+        s.setup(None, model.head)
+        np.testing.assert_allclose(s.postprocess(test).numpy(), logsumexp(logits(feats), axis=1), rtol=1e-4)
+
+
+def test_nnguide(setting):
+    model, train, test = setting
+    from ascood.scorers import NNGuide
+
+    s = NNGuide(k=7)
+    s.setup(train, model.head)
+    bank = _np(train.features)
+    bank = bank / np.linalg.norm(bank, axis=1, keepdims=True) * logsumexp(_np(train.logits), axis=1)[:, None]
+    q = _np(test.features)
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    guidance = np.sort(q @ bank.T, axis=1)[:, -7:].mean(1)
+    np.testing.assert_allclose(s.postprocess(test).numpy(), logsumexp(_np(test.logits), axis=1) * guidance, rtol=1e-4)
+
+
+def test_relation(setting):
+    model, train, test = setting
+    from ascood.scorers import Relation
+
+    s = Relation(power=3, threshold=0.01)
+    s.setup(train, model.head)
+    zb = _np(train.features)
+    zb /= np.linalg.norm(zb, axis=1, keepdims=True)
+    zq = _np(test.features)
+    zq /= np.linalg.norm(zq, axis=1, keepdims=True)
+    r = np.maximum(zq @ zb.T, 0) * (softmax(_np(test.logits), axis=1) @ softmax(_np(train.logits), axis=1).T)
+    r[np.abs(r) <= 0.01] = 0
+    np.testing.assert_allclose(s.postprocess(test).numpy(), (np.sign(r) * np.abs(r) ** 3).sum(1), rtol=1e-4)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ascood.scorers.base import InputScorer, Outputs, Scorer
-from ascood.scorers.feature import KNN, MDS, RMDS, ReAct, ViM
+from ascood.scorers.feature import ASH, KNN, MDS, RMDS, SCALE, NNGuide, ReAct, Relation, ViM
 from ascood.scorers.logit import GEN, MSP, Energy, MaxLogit
 from ascood.scorers.perturbation import IODIN, ODIN
 
 SCORERS: dict[str, type[Scorer]] = {
-    cls.name: cls for cls in (MSP, MaxLogit, Energy, GEN, ODIN, IODIN, ReAct, KNN, MDS, RMDS, ViM)
+    cls.name: cls
+    for cls in (MSP, MaxLogit, Energy, GEN, ODIN, IODIN, ReAct, ASH, SCALE, KNN, MDS, RMDS, ViM, Relation, NNGuide)
 }
 
 
@@ -25,4 +26,7 @@ def build_scorers(names: tuple[str, ...] | list[str], overrides: dict[str, dict]
     return [build_scorer(n, **overrides.get(n, {})) for n in names]
 
 
-__all__ = ["SCORERS", "InputScorer", "Outputs", "Scorer", "build_scorer", "build_scorers"]
+__all__ = [
+    "ASH", "GEN", "IODIN", "KNN", "MDS", "MSP", "ODIN", "RMDS", "SCALE", "SCORERS", "Energy", "InputScorer",
+    "MaxLogit", "NNGuide", "Outputs", "ReAct", "Relation", "Scorer", "ViM", "build_scorer", "build_scorers",
+]

@@ -131,3 +131,89 @@ class ViM(Scorer):
         x = _fc_inputs(self.head, outputs.features.double()) - self.u
         vlogit = self.alpha * (x @ self.ns).norm(dim=1)
         return (Fs.energy_from(outputs.logits.double()) - vlogit).float()
+
+
+def _top_fraction_mask(h: Tensor, percentile: float) -> Tensor:
+    """Per sample, 1 on the activations kept above the p-th percentile (the top n − round(n·p/100))."""
+    n = h.shape[1]
+    k = max(1, n - int(round(n * percentile / 100.0)))
+    idx = h.topk(k, dim=1).indices
+    return torch.zeros_like(h).scatter_(1, idx, 1.0)
+
+
+class ASH(_ModifiedFeatureScorer):
+    """ASH-S (Djurisic et al., ICLR 2023) on the pooled features: keep the activations above the
+    p-th percentile of each sample, scale them by exp(Σ all / Σ kept), then energy. (The paper
+    prunes the last activation map before pooling; the pooled features are what every backbone
+    here exposes.)"""
+
+    name = "ash"
+    defaults = {"percentile": 90.0, "feature_path": "head"}
+    grid = {"percentile": [65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0]}
+
+    def postprocess(self, outputs: Outputs) -> Tensor:
+        h = outputs.features.double()
+        kept = h * _top_fraction_mask(h, self.p["percentile"])
+        scaled = kept * torch.exp(h.sum(dim=1, keepdim=True) / kept.sum(dim=1, keepdim=True))
+        return Fs.energy_from(self.logits_of(scaled)).float()
+
+
+class SCALE(_ModifiedFeatureScorer):
+    """SCALE (Xu et al., ICLR 2024): scale every activation by exp(Σ all / Σ above the p-th
+    percentile), no pruning, then energy."""
+
+    name = "scale"
+    defaults = {"percentile": 85.0, "feature_path": "head"}
+    grid = {"percentile": [65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0]}
+
+    def postprocess(self, outputs: Outputs) -> Tensor:
+        h = outputs.features.double()
+        top = (h * _top_fraction_mask(h, self.p["percentile"])).sum(dim=1, keepdim=True)
+        scaled = h * torch.exp(h.sum(dim=1, keepdim=True) / top)
+        return Fs.energy_from(self.logits_of(scaled)).float()
+
+
+class NNGuide(Scorer):
+    """NNGuide (Park et al., ICCV 2023): energy times a guidance term, the mean of the k largest
+    similarities between the L2-normalized feature and the ID training bank, whose normalized
+    features are each scaled by their own energy."""
+
+    name = "nnguide"
+    needs_train = True
+    defaults = {"k": 100}
+    grid = {"k": [1, 10, 50, 100, 500]}
+
+    def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
+        conf = Fs.energy_from(train.logits.double())
+        self.bank = Fs.l2_normalize(train.features.double()) * conf[:, None]
+
+    def postprocess(self, outputs: Outputs) -> Tensor:
+        sims = Fs.l2_normalize(outputs.features.double()) @ self.bank.T
+        guidance = sims.topk(min(self.p["k"], sims.shape[1]), dim=1).values.mean(dim=1)
+        return (Fs.energy_from(outputs.logits.double()) * guidance).float()
+
+
+class Relation(Scorer):
+    """Relation (Kim et al., NeurIPS 2023, neural relation graph): the summed relation to ID
+    training samples, r_i = max(⟨z, z_i⟩, 0) · ⟨p, p_i⟩ with L2-normalized features z and
+    softmax probabilities p; relations with |r| ≤ threshold are dropped and the rest raised to
+    `power`."""
+
+    name = "relation"
+    needs_train = True
+    defaults = {"power": 8, "threshold": 0.03}
+    grid = {"power": [1, 2, 4, 6, 8, 10]}
+
+    def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
+        self.bank_z = Fs.l2_normalize(train.features.double())
+        self.bank_p = train.logits.double().softmax(dim=1)
+
+    def postprocess(self, outputs: Outputs) -> Tensor:
+        z = Fs.l2_normalize(outputs.features.double())
+        p = outputs.logits.double().softmax(dim=1)
+        scores = []
+        for start in range(0, len(z), 256):  # bounded memory: a chunk of queries against the bank
+            r = (z[start : start + 256] @ self.bank_z.T).clamp(min=0) * (p[start : start + 256] @ self.bank_p.T)
+            r = torch.where(r.abs() > self.p["threshold"], r, torch.zeros_like(r))
+            scores.append((r.sign() * r.abs().pow(self.p["power"])).sum(dim=1))
+        return torch.cat(scores).float()
