@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -55,7 +56,14 @@ class EpochStats:
 
 
 def make_accelerator(mixed_precision: str = "no") -> Accelerator:
-    """An Accelerator that really wraps DDP on CPU too (plain `Accelerator()` silently does not)."""
+    """An Accelerator that really wraps DDP on CPU too (plain `Accelerator()` silently does not).
+
+    One process may run several runs (a reused Tune trial actor, `ascood-eval` over several run
+    directories) and Accelerate keeps one global state per process that refuses a different
+    mixed-precision setting: that state is reset here; the process group (held by `PartialState`)
+    is kept.
+    """
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
 
 

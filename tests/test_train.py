@@ -93,7 +93,13 @@ def test_diverging_run_ends_failed_with_its_reason(tmp_path):
 
 
 def test_bf16_mixed_precision_runs_through_the_same_loop(tmp_path):
-    result = run_trial(_cfg(benchmark="cmnist", epochs=1, batch_size=32, mixed_precision="bf16"), tmp_path)
-    assert result.status == "completed"
+    from ascood.train import make_accelerator
+
+    make_accelerator("no")  # a process that already ran an fp32 run (a reused trial actor)
+    accelerator = make_accelerator("bf16")
+    result = run_trial(_cfg(benchmark="cmnist", epochs=3, batch_size=32, mixed_precision="bf16"), tmp_path,
+                       accelerator=accelerator)
+    assert result.status == "completed" and accelerator.mixed_precision == "bf16"
     df = pd.read_parquet(tmp_path / "results.parquet")
-    assert df[["auroc", "fpr95"]].notna().all().all() and df["id_accuracy"].iloc[0] > 50
+    assert df[["auroc", "fpr95"]].notna().all().all()
+    assert df.loc[df["epoch"] == 3, "id_accuracy"].iloc[0] > 80
