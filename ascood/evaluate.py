@@ -89,6 +89,13 @@ class Evaluator:
             scores.append(self.accelerator.gather_for_metrics(s.float()).cpu())
         return torch.cat(scores)
 
+    def input_grid_scores(self, scorer: InputScorer, model: nn.Module, key: tuple[str, str], points: list[dict]) -> list[np.ndarray]:
+        per_point: list[list[Tensor]] = [[] for _ in points]
+        for images, _ in self._loader(key):
+            for acc, s in zip(per_point, scorer.postprocess_grid(model, self.normalize(images), self.std, points), strict=True):
+                acc.append(self.accelerator.gather_for_metrics(s.float()).cpu())
+        return [torch.cat(a).numpy() for a in per_point]
+
     def all_outputs(self, model: nn.Module, *, train: bool) -> dict[tuple[str, str], Outputs]:
         """One forward pass per evaluated set (and over ID train when a scorer fits on it)."""
         keys = list(self.loaders)
@@ -120,14 +127,23 @@ class Evaluator:
             return scorer
         val_ood = [("val", o.name) for o in self.data.ood]
 
-        def auroc(point: dict) -> float:
-            candidate = type(scorer)(**{**scorer.params(), **point})
-            candidate.setup(train, model.head)
-            id_scores = self.score(candidate, model, ("val", "id"), outputs).numpy()
-            ood_scores = np.concatenate([self.score(candidate, model, k, outputs).numpy() for k in val_ood])
-            return ood_metrics(id_scores, ood_scores, fpr_convention=self.fpr_convention).auroc
+        points = type(scorer).grid_points()
+        if scorer.needs_input:  # every grid point from one pass over each validation set
+            grid_id = self.input_grid_scores(scorer, model, ("val", "id"), points)
+            grid_ood = [self.input_grid_scores(scorer, model, k, points) for k in val_ood]
 
-        best = select_grid_point(type(scorer).grid_points(), auroc)
+            def auroc(i: int) -> float:
+                ood = np.concatenate([g[i] for g in grid_ood])
+                return ood_metrics(grid_id[i], ood, fpr_convention=self.fpr_convention).auroc
+        else:
+            def auroc(i: int) -> float:
+                candidate = type(scorer)(**{**scorer.params(), **points[i]})
+                candidate.setup(train, model.head)
+                id_scores = self.score(candidate, model, ("val", "id"), outputs).numpy()
+                ood_scores = np.concatenate([self.score(candidate, model, k, outputs).numpy() for k in val_ood])
+                return ood_metrics(id_scores, ood_scores, fpr_convention=self.fpr_convention).auroc
+
+        best = points[select_grid_point(len(points), auroc)]
         chosen = type(scorer)(**{**scorer.params(), **best})
         chosen.setup(train, model.head)
         return chosen
@@ -157,11 +173,7 @@ class Evaluator:
         return result
 
 
-def select_grid_point(points: list[dict], objective) -> dict:
-    """The grid point with the highest objective (the first such on ties, in grid order)."""
-    best, best_value = points[0], -np.inf
-    for point in points:
-        value = objective(point)
-        if value > best_value:
-            best, best_value = point, value
-    return best
+def select_grid_point(n: int, objective) -> int:
+    """Index of the grid point with the highest objective (the first such on ties, in grid order)."""
+    values = [objective(i) for i in range(n)]
+    return int(np.argmax(values))

@@ -66,3 +66,14 @@ def test_iodin_perturbs_exactly_k_entries_per_image_at_the_largest_gradient():
     seen, _ = _perturbed_input(IODIN(temperature=1000.0, epsilon=0.01, k=1), model, x, std)
     moved = ((seen - x) != 0).flatten(1).float().argmax(1)
     assert torch.equal(moved, xr.grad.abs().flatten(1).argmax(1))
+
+
+def test_odin_grid_shares_work_but_equals_pointwise_scores():
+    model, x = _model(), torch.randn(6, 3, 32, 32)
+    std = torch.tensor([0.3, 0.3, 0.3])
+    for cls in (ODIN, IODIN):
+        points = cls.grid_points()
+        assert len(points) == 28
+        grid = cls().postprocess_grid(model, x, std, points)
+        for pt, scores in zip(points, grid):
+            torch.testing.assert_close(scores, cls(**pt).postprocess_batch(model, x, std))

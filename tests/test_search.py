@@ -36,7 +36,7 @@ def _chosen(data) -> tuple[dict, list]:
     torch.manual_seed(0)
     model = create_model("small_cnn", num_classes=3).eval()
     ev = Evaluator(data, make_accelerator(), batch_size=64)
-    results, used = ev.evaluate(model, build_scorers(["knn", "gen", "react"]), search=True)
+    results, used = ev.evaluate(model, build_scorers(["knn", "gen", "react", "iodin"]), search=True)
     return {s.name: json.dumps(s.params(), sort_keys=True) for s in used}, results
 
 

@@ -69,3 +69,7 @@ class InputScorer(Scorer):
 
     def postprocess_batch(self, model: nn.Module, x: Tensor, std: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def postprocess_grid(self, model: nn.Module, x: Tensor, std: Tensor, points: list[dict[str, Any]]) -> list[Tensor]:
+        """Scores of one batch at every grid point (subclasses share work between points)."""
+        return [type(self)(**{**self.p, **pt}).postprocess_batch(model, x, std) for pt in points]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ascood.scorers import functional as Fs
@@ -18,16 +19,33 @@ class ODIN(InputScorer):
     defaults = {"temperature": 1000.0, "epsilon": 0.0014}
     grid = {"temperature": ODIN_TEMPERATURES, "epsilon": ODIN_EPSILONS}
 
+    def top_k(self) -> int | None:
+        return None
+
     def postprocess_batch(self, model: nn.Module, x: Tensor, std: Tensor) -> Tensor:
-        return Fs.odin(model, x, self.p["temperature"], self.p["epsilon"], std)
+        return Fs.odin(model, x, self.p["temperature"], self.p["epsilon"], std, top_k=self.top_k())
+
+    def postprocess_grid(self, model: nn.Module, x: Tensor, std: Tensor, points: list[dict]) -> list[Tensor]:
+        """The step's direction depends on T only: one backward per temperature, then one
+        forward per ε (the reference runs a forward, a backward and a forward per grid point)."""
+        steps: dict[float, Tensor] = {}
+        out = []
+        for pt in points:
+            t = pt.get("temperature", self.p["temperature"])
+            if t not in steps:
+                steps[t] = Fs.odin_perturbation(model, x, t, std, self.top_k())
+            eps = pt.get("epsilon", self.p["epsilon"])
+            with torch.no_grad():
+                out.append((model(x + eps * steps[t]) / t).softmax(dim=1).amax(dim=1))
+        return out
 
 
-class IODIN(InputScorer):
+class IODIN(ODIN):
     """i-ODIN (ASCOOD): ODIN's step applied only to the k input entries of largest |∇| (k = 1)."""
 
     name = "iodin"
     defaults = {"temperature": 1000.0, "epsilon": 0.0014, "k": 1}
     grid = {"temperature": ODIN_TEMPERATURES, "epsilon": ODIN_EPSILONS}
 
-    def postprocess_batch(self, model: nn.Module, x: Tensor, std: Tensor) -> Tensor:
-        return Fs.odin(model, x, self.p["temperature"], self.p["epsilon"], std, top_k=self.p["k"])
+    def top_k(self) -> int | None:
+        return self.p["k"]
