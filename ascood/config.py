@@ -143,6 +143,11 @@ class TrainConfig(BaseModel):
         odin = {"temperature": self.odin_temperature, "epsilon": self.odin_epsilon}
         return {"odin": odin, "iodin": {**odin, "k": self.iodin_k}}
 
+    @staticmethod
+    def fc_classes(state: dict) -> int:
+        """Number of classes of a checkpoint's final layer."""
+        return int(state["model"]["head.fc.weight"].shape[0])
+
     @property
     def resolved_feature_norm(self) -> str:
         """z-score for ASCOOD, none for the plain CE baseline, unless set explicitly."""

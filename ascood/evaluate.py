@@ -8,6 +8,7 @@ Input-perturbation scorers (ODIN, i-ODIN) are the only ones that run extra passe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -103,6 +104,18 @@ class Evaluator:
             keys.append(("train", "id"))
         return {key: self.outputs(model, self._loader(key)) for key in keys}
 
+    def cached_outputs(self, model: nn.Module, path: Path) -> dict[tuple[str, str], Outputs]:
+        if path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            return {tuple(k.split("/", 1)): Outputs(*v) for k, v in state.items()}
+        outputs = self.all_outputs(model, train=True)
+        if self.accelerator.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            torch.save({f"{s}/{n}": (o.logits, o.features, o.labels) for (s, n), o in outputs.items()}, tmp)
+            tmp.replace(path)
+        return outputs
+
     def _loader(self, key: tuple[str, str]) -> DataLoader:
         if key not in self.loaders:  # ID train, un-augmented, only when a scorer needs it
             self.loaders[key] = self.accelerator.prepare_data_loader(
@@ -148,13 +161,23 @@ class Evaluator:
         chosen.setup(train, model.head)
         return chosen
 
-    def evaluate(self, model: nn.Module, scorers: list[Scorer], *, search: bool = False) -> tuple[list[SplitResult], list[Scorer]]:
+    def evaluate(
+        self, model: nn.Module, scorers: list[Scorer], *, search: bool = False, cache: Path | None = None,
+    ) -> tuple[list[SplitResult], list[Scorer]]:
         """Evaluate the (unwrapped) model on every split; returns the results and the scorers as
-        used (with searched parameters). Every process returns the same."""
+        used (with searched parameters). Every process returns the same.
+
+        With `cache`, the forward-pass outputs of every set (ID train included) are read from that
+        file, or computed once and written there: later evaluations of the same checkpoint run no
+        inference for logit/feature scorers.
+        """
         was_training = model.training
         model.eval()
         try:
-            outputs = self.all_outputs(model, train=any(s.needs_train for s in scorers))
+            if cache is not None:
+                outputs = self.cached_outputs(model, cache)
+            else:
+                outputs = self.all_outputs(model, train=any(s.needs_train for s in scorers))
             used = [self.fit(s, model, outputs, search=search) for s in scorers]
             return [self._split(model, used, split, outputs) for split in self.splits], used
         finally:

@@ -76,14 +76,14 @@ def run_columns(cfg: TrainConfig, setting: str, embedded: bool, run_id: str, lab
 
 
 def make_rows(
-    cfg: TrainConfig, data: BenchmarkData, run_id: str, stats: EpochStats, results: list[SplitResult],
-    scorers: list[Scorer], *, wall_time_s: float, labels: RunLabels,
+    cfg: TrainConfig, data: BenchmarkData, run_id: str, epoch: int, results: list[SplitResult],
+    scorers: list[Scorer], *, searched: bool, train_loss: float | None, wall_time_s: float | None, labels: RunLabels,
 ) -> list[dict]:
     params = {s.name: json.dumps(s.params(), sort_keys=True) for s in scorers}
-    selection = {s.name: "val-auroc" if cfg.scorer_search and s.grid else "fixed" for s in scorers}
+    selection = {s.name: "val-auroc" if searched and s.grid else "fixed" for s in scorers}
     base = {
         **run_columns(cfg, data.setting, data.embedded, run_id, labels),
-        "epoch": stats.epoch, "train_loss": stats.loss, "status": "running", "status_reason": None,
+        "epoch": epoch, "train_loss": train_loss, "status": "running", "status_reason": None,
         "wall_time_s": wall_time_s,
     }
     rows = []
@@ -173,7 +173,7 @@ def run_trial(
         if stats.epoch % cfg.eval_every == 0 or stats.epoch == cfg.epochs:
             results, used = evaluator.evaluate(model, scorers, search=cfg.scorer_search)
             fresh_rows = make_rows(
-                cfg, data, run_id, stats, results, used,
+                cfg, data, run_id, stats.epoch, results, used, searched=cfg.scorer_search, train_loss=stats.loss,
                 wall_time_s=wall0 + time.perf_counter() - t0, labels=labels,
             )
             rows = upsert_epoch(rows, fresh_rows)

@@ -42,13 +42,15 @@ def test_gen(setting):
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
 
 
-def test_react(setting):
+@pytest.mark.parametrize("path", ["fc", "head"])
+def test_react(setting, path):
     model, train, test = setting
-    s = ReAct(percentile=80.0)
+    s = ReAct(percentile=80.0, feature_path=path)
     s.setup(train, model.head)
     c = np.percentile(_np(train.features).ravel(), 80.0)
-    expected = logsumexp(_head_logits(model, np.minimum(_np(test.features), c)), axis=1)
-    np.testing.assert_allclose(s.postprocess(test).numpy(), expected, rtol=1e-4)
+    clipped = np.minimum(_np(test.features), c)
+    logits = _head_logits(model, clipped) if path == "head" else clipped @ _np(model.fc.weight).T + _np(model.fc.bias)
+    np.testing.assert_allclose(s.postprocess(test).numpy(), logsumexp(logits, axis=1), rtol=1e-4)
 
 
 def test_knn(setting):
@@ -142,7 +144,8 @@ def test_ash_and_scale(setting, path):
     h = _np(test.features)
     keep = _keep_top(h, 80.0)
     pruned = h * keep
-    ash_h = pruned * np.exp(h.sum(1, keepdims=True) / pruned.sum(1, keepdims=True))
+    ash_s = pruned * np.exp(h.sum(1, keepdims=True) / pruned.sum(1, keepdims=True))
+    ash_b = keep * h.sum(1, keepdims=True) / keep.sum(1, keepdims=True)
     scale_h = h * np.exp(h.sum(1, keepdims=True) / pruned.sum(1, keepdims=True))
 
     def logits(x):
@@ -150,8 +153,9 @@ def test_ash_and_scale(setting, path):
 
     from ascood.scorers import ASH, SCALE
 
-    for cls, feats in ((ASH, ash_h), (SCALE, scale_h)):
-        s = cls(percentile=80.0, feature_path=path)
+    for cls, feats, extra in ((ASH, ash_s, {"variant": "s"}), (ASH, ash_b, {}), (ASH, pruned, {"variant": "p"}),
+                              (SCALE, scale_h, {})):
+        s = cls(percentile=80.0, feature_path=path, **extra)
         s.setup(None, model.head)
         np.testing.assert_allclose(s.postprocess(test).numpy(), logsumexp(logits(feats), axis=1), rtol=1e-4)
 

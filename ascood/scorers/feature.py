@@ -1,10 +1,14 @@
 """Scorers that need the pooled features (and, for some, ID training features or the head).
 
-Features are the pre-normalization pooled features `h`. Where a scorer needs logits of modified
-features (ReAct, ASH, SCALE) they go through the model's own head (normalization · σ, then fc),
-i.e. the network as trained; `feature_path="fc"` instead feeds them to the final linear layer
-directly, as OpenOOD's `forward_threshold` does on networks without a normalized head. ViM works
-in the space the linear layer sees (the normalized features), where logits are linear in them.
+Features are the pre-normalization pooled features `h` (what OpenOOD's `return_feature` gives on
+the released ASCOOD network). Where a scorer needs logits of modified features (ReAct, ASH,
+SCALE) the default `feature_path="fc"` feeds them to the final linear layer directly, bypassing
+the z-score and σ: that is what the released evaluation does (OpenOOD's ReactNet/ASHNet/ScaleNet
+wrappers call the network's fc on the modified raw feature), so the published SCALE numbers come
+from it. `feature_path="head"` passes them through the trained head instead; note that z-scoring
+undoes any rescaling, so SCALE with "head" equals energy. ViM works in the space the linear layer
+sees (the normalized features), where logits are linear in them; OpenOOD's ViM cannot run on the
+released network (it has no `get_fc`).
 """
 
 from __future__ import annotations
@@ -32,18 +36,18 @@ class _ModifiedFeatureScorer(Scorer):
 
     def logits_of(self, h: Tensor) -> Tensor:
         with torch.no_grad():
-            if self.p.get("feature_path", "head") == "fc":
+            if self.p["feature_path"] == "fc":
                 return self.head.fc(h.to(self.head.fc.weight.dtype))
             return self.head(h.to(self.head.fc.weight.dtype))
 
 
 class ReAct(_ModifiedFeatureScorer):
     """ReAct (Sun et al., NeurIPS 2021): clip features at the p-th percentile of ID training
-    activations, then energy."""
+    activations, then energy. (OpenOOD takes the percentile on ID validation features.)"""
 
     name = "react"
     needs_train = True
-    defaults = {"percentile": 90.0, "feature_path": "head"}
+    defaults = {"percentile": 90.0, "feature_path": "fc"}
     grid = {"percentile": [85.0, 90.0, 95.0, 99.0]}
 
     def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
@@ -56,12 +60,13 @@ class ReAct(_ModifiedFeatureScorer):
 
 class KNN(Scorer):
     """KNN (Sun et al., ICML 2022): minus the distance of the L2-normalized feature to its k-th
-    nearest L2-normalized ID training feature."""
+    nearest L2-normalized ID training feature (OpenOOD negates the squared distance: same ranking,
+    same metrics). k is capped at the bank size."""
 
     name = "knn"
     needs_train = True
     defaults = {"k": 50}
-    grid = {"k": [1, 10, 20, 50, 100, 200]}
+    grid = {"k": [50, 100, 200, 500, 1000]}
 
     def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
         self.bank = train.features
@@ -142,20 +147,28 @@ def _top_fraction_mask(h: Tensor, percentile: float) -> Tensor:
 
 
 class ASH(_ModifiedFeatureScorer):
-    """ASH-S (Djurisic et al., ICLR 2023) on the pooled features: keep the activations above the
-    p-th percentile of each sample, scale them by exp(Σ all / Σ kept), then energy. (The paper
-    prunes the last activation map before pooling; the pooled features are what every backbone
-    here exposes.)"""
+    """ASH (Djurisic et al., ICLR 2023) on the pooled features: keep each sample's activations
+    above its p-th percentile, then `variant` "b" sets every kept one to Σ all / #kept (OpenOOD's
+    choice, the default), "s" scales them by exp(Σ all / Σ kept), "p" only prunes; energy of the
+    result. The paper prunes the last activation map before pooling; the released evaluation
+    (OpenOOD's ASHNet) does it on the pooled feature, as here."""
 
     name = "ash"
-    defaults = {"percentile": 90.0, "feature_path": "head"}
+    defaults = {"percentile": 90.0, "variant": "b", "feature_path": "fc"}
     grid = {"percentile": [65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0]}
 
     def postprocess(self, outputs: Outputs) -> Tensor:
         h = outputs.features.double()
-        kept = h * _top_fraction_mask(h, self.p["percentile"])
-        scaled = kept * torch.exp(h.sum(dim=1, keepdim=True) / kept.sum(dim=1, keepdim=True))
-        return Fs.energy_from(self.logits_of(scaled)).float()
+        mask = _top_fraction_mask(h, self.p["percentile"])
+        kept = h * mask
+        total = h.sum(dim=1, keepdim=True)
+        if self.p["variant"] == "b":
+            kept = mask * total / mask.sum(dim=1, keepdim=True)
+        elif self.p["variant"] == "s":
+            kept = kept * torch.exp(total / kept.sum(dim=1, keepdim=True))
+        elif self.p["variant"] != "p":
+            raise ValueError(f"ash variant: expected b, s or p, got {self.p['variant']!r}")
+        return Fs.energy_from(self.logits_of(kept)).float()
 
 
 class SCALE(_ModifiedFeatureScorer):
@@ -163,7 +176,7 @@ class SCALE(_ModifiedFeatureScorer):
     percentile), no pruning, then energy."""
 
     name = "scale"
-    defaults = {"percentile": 85.0, "feature_path": "head"}
+    defaults = {"percentile": 85.0, "feature_path": "fc"}
     grid = {"percentile": [65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0]}
 
     def postprocess(self, outputs: Outputs) -> Tensor:
@@ -176,12 +189,14 @@ class SCALE(_ModifiedFeatureScorer):
 class NNGuide(Scorer):
     """NNGuide (Park et al., ICCV 2023): energy times a guidance term, the mean of the k largest
     similarities between the L2-normalized feature and the ID training bank, whose normalized
-    features are each scaled by their own energy."""
+    features are each scaled by their own energy. The whole training set is the bank, as in the
+    released code (OpenOOD keeps only the first ~1% of training batches); OpenOOD does not search
+    k (100), the grid here is an option."""
 
     name = "nnguide"
     needs_train = True
     defaults = {"k": 100}
-    grid = {"k": [1, 10, 50, 100, 500]}
+    grid = {"k": [10, 100, 1000]}
 
     def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
         conf = Fs.energy_from(train.logits.double())
@@ -201,8 +216,8 @@ class Relation(Scorer):
 
     name = "relation"
     needs_train = True
-    defaults = {"power": 8, "threshold": 0.03}
-    grid = {"power": [1, 2, 4, 6, 8, 10]}
+    defaults = {"power": 1, "threshold": 0.03}
+    grid = {"power": [1, 2, 4, 6, 8]}
 
     def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
         self.bank_z = Fs.l2_normalize(train.features.double())

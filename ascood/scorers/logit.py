@@ -41,7 +41,7 @@ class GEN(Scorer):
 
     name = "gen"
     defaults = {"gamma": 0.1, "top_m": 100}
-    grid = {"gamma": [0.01, 0.05, 0.1, 0.5, 1.0, 2.0], "top_m": [10, 100]}
+    grid = {"gamma": [0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0], "top_m": [10, 50, 100, 200, 500, 1000]}
 
     def postprocess(self, outputs: Outputs) -> Tensor:
         return Fs.gen(outputs.logits, self.p["gamma"], self.p["top_m"])

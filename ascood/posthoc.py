@@ -1,0 +1,68 @@
+"""Post-hoc evaluation of trained runs: checkpoint in, result rows out (what `ascood-eval` does).
+
+The run's own configuration rebuilds the model; one forward pass per set is cached in the run
+directory (`features/<benchmark>-epoch<E>.pt`), so every scorer, every grid point and every later
+evaluation of the same checkpoint reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ascood.config import TrainConfig, validate_config
+from ascood.data.registry import load_benchmark
+from ascood.evaluate import Evaluator
+from ascood.models import create_model
+from ascood.scorers import build_scorers
+from ascood.train import CHECKPOINT, make_accelerator
+from ascood.trial import RunLabels, make_rows, run_id_for
+
+
+class RunDirError(ValueError):
+    """A run directory without a usable checkpoint; one line naming the path."""
+
+
+def load_run(run_dir: Path) -> tuple[TrainConfig, dict]:
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no {CHECKPOINT} (not a run directory, or the run never finished an epoch)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return validate_config(json.loads(state["config"])), state
+    except Exception as exc:
+        raise RunDirError(f"{path}: not a readable ascood checkpoint ({type(exc).__name__})") from None
+
+
+def evaluate_run(
+    run_dir: Path, *, benchmark: str | None, scorer_names: list[str] | None, search: bool, use_cache: bool = True,
+) -> list[dict]:
+    """Evaluate one run's last checkpoint; returns rows in the results schema (stage `eval`)."""
+    cfg, state = load_run(run_dir)
+    name = benchmark or cfg.benchmark
+    data = load_benchmark(name)
+    if data.num_classes != cfg.fc_classes(state):
+        raise RunDirError(f"{run_dir}: trained with {cfg.fc_classes(state)} classes, {name} has {data.num_classes}")
+    accelerator = make_accelerator(cfg.mixed_precision)
+    model = create_model(cfg.backbone, num_classes=data.num_classes, feature_norm=cfg.resolved_feature_norm, sigma=cfg.sigma)
+    model.load_state_dict(state["model"])
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(accelerator.device).eval()
+    evaluator = Evaluator(
+        data, accelerator, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+        fpr_convention=cfg.fpr_convention, channels_last=cfg.channels_last,
+    )
+    epoch = int(state["epoch"])
+    scorers = build_scorers(scorer_names or list(cfg.scorers), cfg.scorer_overrides())
+    cache = run_dir / "features" / f"{name}-epoch{epoch}.pt" if use_cache else None
+    results, used = evaluator.evaluate(model, scorers, search=search, cache=cache)
+    rows = make_rows(
+        cfg, data, run_id_for(cfg), epoch, results, used, searched=search, train_loss=None, wall_time_s=None,
+        labels=RunLabels(stage="eval"),
+    )
+    for r in rows:
+        r["status"] = "completed"
+    return rows
