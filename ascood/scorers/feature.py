@@ -29,7 +29,6 @@ def _fc_inputs(head: nn.Module, h: Tensor) -> Tensor:
 class _ModifiedFeatureScorer(Scorer):
     """Energy of the logits of modified features."""
 
-    needs_head = True
 
     def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
         self.head = head
