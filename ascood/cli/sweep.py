@@ -2,6 +2,7 @@
 
     ascood-sweep FILE [--resume | --fresh] [--address ADDR]
     ascood-sweep summary OUT [--json]
+    ascood-sweep report OUT… [--out DIR] [--bootstrap N] [--json]
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog=PROG,
         description="Run (or resume) a sweep described by a YAML file.",
-        epilog=f"{PROG} summary OUT [--json]: print a finished (or partial) sweep's summary from its Parquet results.",
+        epilog=(f"{PROG} summary OUT [--json]: a sweep's summary from its Parquet results. "
+                f"{PROG} report OUT… [--out DIR] [--json]: the cross-setting analysis and HTML report."),
     )
     p.add_argument("file", help="sweep file (YAML)")
     group = p.add_mutually_exclusive_group()
@@ -38,6 +40,47 @@ def _summary_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="the sweep's output directory")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog=f"{PROG} report", description="Cross-setting analysis of one or more sweeps.")
+    p.add_argument("outs", nargs="+", type=Path, help="sweep output directories (e.g. spurious, fine-grained, conventional)")
+    p.add_argument("--out", type=Path, help="report directory (default: OUT/report of the first sweep)")
+    p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples over seeds (default 500)")
+    p.add_argument("--json", action="store_true", help="print the JSON summary instead of tables")
+    return p
+
+
+def print_report(console: Console, args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from analysis.load import AnalysisInputError
+    from analysis.report import build_report, summary_json
+
+    out = args.out or args.outs[0] / "report"
+    try:
+        report = build_report(args.outs, out, bootstrap=args.bootstrap)
+    except AnalysisInputError as exc:
+        fail(f"{PROG} report", str(exc))
+    if args.json:
+        print(summary_json(report))
+        return 0
+    if report.pick is None:
+        console.print("no transfer stage in these results: add `transfer:` to the sweep file for a cross-setting pick")
+    else:
+        console.print(f"[bold]robust pick[/bold] (smallest worst-case validation regret): {report.pick.robust}")
+        console.print(f"[bold]best mean[/bold]: {report.pick.best_mean}")
+        table = Table(title="the robust pick on each dataset")
+        for col in ("dataset", "val regret", "test AUROC", "test FPR@95", "ID acc", "seeds"):
+            table.add_column(col, justify="left" if col == "dataset" else "right")
+        for _, r in report.chosen.iterrows():
+            table.add_row(r["benchmark"], f"{r['regret']:.2f}", f"{r['test_auroc']:.1f}±{r['test_auroc_std']:.1f}",
+                          f"{r['test_fpr95']:.1f}±{r['test_fpr95_std']:.1f}", f"{r['test_id_accuracy']:.1f}", str(r["seeds"]))
+        console.print(table)
+        wins = ", ".join(f"{w:.0%}" + (" (pick)" if s == report.pick.robust else "") for s, w in report.wins.head(3).items())
+        console.print(f"bootstrap over seeds, top wins: {wins}")
+    console.print(f"report: {out / 'report.html'}  picks: {out / 'picks.csv'}  json: {out / 'summary.json'}")
+    return 0
 
 
 def print_summary(console: Console, out: Path, *, as_json: bool = False) -> int:
@@ -62,6 +105,8 @@ def print_summary(console: Console, out: Path, *, as_json: bool = False) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     console = Console()
+    if argv[:1] == ["report"]:
+        return print_report(console, _report_parser().parse_args(argv[1:]))
     if argv[:1] == ["summary"]:
         args = _summary_parser().parse_args(argv[1:])
         return print_summary(console, args.out, as_json=args.json)

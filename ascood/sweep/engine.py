@@ -30,7 +30,7 @@ from ascood.results import read_rows, write_results
 from ascood.sweep.objective import ood_selection_names
 from ascood.sweep.progress import ProgressCallback
 from ascood.sweep.searcher import make_searcher
-from ascood.sweep.spec import DatasetSpec, SweepSpec, grid_size, space_for, trial_defaults
+from ascood.sweep.spec import DatasetSpec, SweepSpec, grid_size, normalize_trial_keys, space_for, trial_defaults
 from ascood.sweep.trainable import TrialMeta, results_file, sweep_trial, trial_values
 from ascood.trial import RunLabels, run_id_for, status_row
 
@@ -220,6 +220,10 @@ def run_sweep(run: SweepRun, progress) -> SweepPaths:
             _search(spec, dataset, paths, trainable, max_conc, storage_obj, progress)
             if spec.final is not None:
                 _final(spec, dataset, paths, trainable, max_conc, progress)
+        if spec.transfer is not None:
+            candidates = transfer_candidates(spec, paths)
+            for dataset in spec.datasets:
+                _transfer(spec, dataset, paths, trainable, max_conc, progress, candidates)
     finally:
         ray.shutdown()
     return paths
@@ -300,6 +304,47 @@ def _final(spec, dataset, paths, trainable, max_conc, progress) -> None:
             trainable,
             param_space={"sweep": meta.as_dict(), "best_config": best.config_json,
                          "seed": tune.grid_search(list(spec.final.seeds))},
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=True),
+            run_config=_run_config(paths, name, callbacks, spec.resources.max_failures),
+        )
+
+    _fit(paths, name, trainable, make_tuner)
+
+
+def transfer_candidates(spec: SweepSpec, paths: SweepPaths) -> list[dict]:
+    """The settings every dataset is measured with: each dataset's top-k search settings (by the
+    validation objective), the sweep's default setting, the plain-CE baseline; deduplicated."""
+    from ascood.sweep.summary import ranked_search_trials
+
+    keys = ("alpha_max", "alpha_min", "p_inv", "lam", "sigma", "ood_type", "lr")
+    out: list[dict] = []
+    for dataset in spec.datasets:
+        for row in ranked_search_trials(paths.results, dataset.benchmark, spec.objective)[: spec.transfer.top_k]:
+            out.append({k: row[k].item() if hasattr(row[k], "item") else row[k] for k in keys})
+    if spec.transfer.defaults:
+        base = validate_config({**normalize_trial_keys(spec.trial), "benchmark": spec.datasets[0].benchmark})
+        out.append({k: getattr(base, k) for k in keys})
+    if spec.transfer.baseline:
+        out.append({"method": "ce", "feature_norm": "none"})
+    unique: dict[str, dict] = {}
+    for c in out:
+        unique.setdefault(repr(sorted(c.items())), c)
+    return list(unique.values())
+
+
+def _transfer(spec, dataset, paths, trainable, max_conc, progress, candidates: list[dict]) -> None:
+    stage = "transfer"
+    name = f"{stage}-{dataset.benchmark}"
+    key = f"{dataset.benchmark} · transfer"
+    progress.begin(key, len(candidates) * len(spec.transfer.seeds), spec.objective.mode)
+    meta = trial_meta(spec, dataset, stage, paths.out)
+
+    def make_tuner() -> tune.Tuner:
+        callbacks = [ProgressCallback(key), ResultsStatusCallback(str(paths.out), dataset.benchmark, stage)]
+        return tune.Tuner(
+            trainable,
+            param_space={"sweep": meta.as_dict(), "candidate": tune.grid_search(candidates),
+                         "seed": tune.grid_search(list(spec.transfer.seeds))},
             tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=True),
             run_config=_run_config(paths, name, callbacks, spec.resources.max_failures),
         )

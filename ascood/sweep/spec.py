@@ -131,6 +131,24 @@ class Final(Strict):
         return v
 
 
+class Transfer(Strict):
+    """Every candidate setting measured on every dataset, for the cross-setting analysis:
+    the top-k settings of each dataset's search, plus the sweep's default setting and the plain
+    cross-entropy baseline when asked."""
+
+    top_k: int = Field(2, ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    defaults: bool = True
+    baseline: bool = True
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+
 class DatasetSpec(Strict):
     benchmark: str
     setting: Literal["spurious", "fine-grained", "conventional"] | None = None
@@ -152,6 +170,7 @@ class SweepSpec(Strict):
     objective: Objective = Objective()
     resources: Resources = Resources()
     final: Final | None = Final()
+    transfer: Transfer | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> SweepSpec:
@@ -211,13 +230,13 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
     return spec, hashlib.sha256(text.encode()).hexdigest()
 
 
-def _normalize_keys(values: dict) -> dict:
+def normalize_trial_keys(values: dict) -> dict:
     return {TRIAL_KEY_ALIASES.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in values.items()}
 
 
 def trial_defaults(spec: SweepSpec, dataset: DatasetSpec) -> dict:
     """The fixed part of a trial's config: sweep defaults, then the dataset's overrides."""
-    return {**_normalize_keys(spec.trial), **_normalize_keys(dataset.trial), "benchmark": dataset.benchmark}
+    return {**normalize_trial_keys(spec.trial), **normalize_trial_keys(dataset.trial), "benchmark": dataset.benchmark}
 
 
 def trial_config(spec: SweepSpec, dataset: DatasetSpec, params: dict | None = None, seed: int | None = None) -> TrainConfig:

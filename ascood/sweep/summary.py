@@ -49,21 +49,31 @@ def _load(results_dir: str, benchmark: str | None = None) -> pd.DataFrame:
     return df if benchmark is None else df[df["benchmark"] == benchmark]
 
 
-def best_from_frame(df: pd.DataFrame, objective: Objective) -> BestTrial | None:
-    """The completed search trial with the best validation objective (test data never looked at)."""
+def _scored_search_trials(df: pd.DataFrame, objective: Objective) -> list[tuple[float, str, pd.DataFrame]]:
+    """Completed search trials with their validation objective, best first (test never read)."""
     search = df[(df["stage"] == "search") & (df["status"] == "completed") & (df["epoch"] > 0)]
-    if search.empty:
-        return None
     scored = []
     for trial_id, rows in final_epoch_rows(search).groupby("trial_id"):
         value = objective_value(rows, objective)
         if value is not None and np.isfinite(value):
-            scored.append((value, trial_id, rows))
+            scored.append((value, str(trial_id), rows))
+    scored.sort(key=lambda t: (-t[0] if objective.mode == "max" else t[0], t[1]))
+    return scored
+
+
+def ranked_search_trials(results_dir: str, benchmark: str, objective: Objective) -> list[pd.Series]:
+    """One row (hyperparameters, config) per completed search trial, best validation objective first."""
+    return [rows.iloc[0] for _, _, rows in _scored_search_trials(_load(results_dir, benchmark), objective)]
+
+
+def best_from_frame(df: pd.DataFrame, objective: Objective) -> BestTrial | None:
+    """The completed search trial with the best validation objective (test data never looked at)."""
+    scored = _scored_search_trials(df, objective)
     if not scored:
         return None
-    value, trial_id, rows = (max if objective.mode == "max" else min)(scored, key=lambda t: t[0])
+    value, trial_id, rows = scored[0]
     first = rows.iloc[0]
-    return BestTrial(str(trial_id), float(value), str(first["config_json"]), {k: first[k] for k in SHOWN_PARAMS})
+    return BestTrial(trial_id, float(value), str(first["config_json"]), {k: first[k] for k in SHOWN_PARAMS})
 
 
 def best_search_trial(results_dir: str, benchmark: str, objective: Objective) -> BestTrial | None:

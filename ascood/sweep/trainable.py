@@ -51,9 +51,12 @@ def results_file(out: str, benchmark: str, stage: str, trial_id: str) -> str:
 
 
 def trial_values(config: dict, meta: TrialMeta) -> dict:
-    """The trial's TrainConfig values: defaults, then the searched parameters (or the best config)."""
+    """The trial's TrainConfig values: defaults, then the searched parameters (or the best config,
+    or a transfer candidate's setting)."""
     if "best_config" in config:
         values = json.loads(config["best_config"])
+    elif "candidate" in config:
+        values = {**meta.defaults, **config["candidate"]}
     else:
         params = {k: config[k] for k in SEARCHABLE if k in config}
         values = {**meta.defaults, **params_to_config(params)}
