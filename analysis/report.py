@@ -37,6 +37,7 @@ class Report:
     pick: Pick | None = None
     wins: pd.Series | None = None
     chosen: pd.DataFrame | None = None
+    candidates: pd.DataFrame | None = None  # every transfer setting's test metrics per dataset
     importance: dict[str, dict[str, float]] = field(default_factory=dict)
     plots: dict[str, Path] = field(default_factory=dict)
 
@@ -196,6 +197,7 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 500) ->
         report.pick = pick(table, objective.mode)
         report.wins = bootstrap_wins(table, objective.mode, n=bootstrap)
         tests = _test_of_settings(df, objective)
+        report.candidates = tests
         chosen = tests[tests["setting"] == report.pick.robust].set_index("benchmark")
         chosen["regret"] = report.pick.regret.loc[report.pick.robust, chosen.index]
         report.chosen = chosen.reset_index()
@@ -255,6 +257,9 @@ def render_html(r: Report) -> str:
             "<h3>Bootstrap over seeds: how often each setting is the robust pick</h3>",
             table(r.wins.rename("wins").reset_index().rename(columns={"index": "setting"})),
             img(r.plots["regret"]),
+            "<h3>Every candidate on every dataset, beside the plain-CE baseline and the default setting "
+            "(test, mean ± std over seeds; for reading, never for choosing)</h3>",
+            table(r.candidates),
         ]
     else:
         parts.append("<p>No transfer stage in these results: add <code>transfer:</code> to the sweep file "

@@ -111,6 +111,9 @@ def read_results(path: str | Path) -> pd.DataFrame:
     for f, t in zip(files, tables, strict=True):
         if "schema_version" not in t.schema.names or set(t.column("schema_version").to_pylist()) - {SCHEMA_VERSION}:
             raise ValueError(f"{f}: results schema version is not {SCHEMA_VERSION}")
+        missing = [c for c in SCHEMA.names if c not in t.schema.names]
+        if missing:
+            raise ValueError(f"{f}: results lack column(s) {', '.join(missing[:3])} of schema version {SCHEMA_VERSION}")
     return pa.concat_tables([t.cast(SCHEMA) for t in tables]).to_pandas()
 
 

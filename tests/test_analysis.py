@@ -61,3 +61,49 @@ def test_every_setting_must_be_measured_everywhere():
 def test_loading_refuses_missing_results(tmp_path):
     with pytest.raises(AnalysisInputError, match="no sweep results"):
         load_sweeps([tmp_path])
+
+
+def _rows(value_of, test_value_of=None) -> pd.DataFrame:
+    """Transfer-stage result rows in the results schema's long format (val and test splits)."""
+    rows = []
+    settings = {"A": 1.0, "B": 10.0}
+    for s, alpha in settings.items():
+        for d in ("cmnist", "mnist6"):
+            for seed in (0, 1):
+                for split in ("val", "test"):
+                    v = value_of(s, d, seed) if split == "val" else (test_value_of or value_of)(s, d, seed)
+                    rows.append({
+                        "stage": "transfer", "status": "completed", "epoch": 2, "trial_id": f"{s}{d}{seed}",
+                        "benchmark": d, "method": "ascood", "seed": seed, "split": split, "scorer": "energy",
+                        "ood_set": "x", "ood_group": "far", "auroc": v, "fpr95": 100 - v, "aupr_in": v,
+                        "aupr_out": v, "id_accuracy": 90.0, "alpha_max": alpha, "alpha_min": alpha, "p_inv": 0.1,
+                        "lam": 1.0, "sigma": 0.5, "ood_type": "gradient", "lr": 0.05,
+                    })
+    return pd.DataFrame(rows)
+
+
+def test_test_metrics_never_change_the_pick():
+    from analysis.report import transfer_table
+    from ascood.sweep.spec import Objective
+
+    objective = Objective(metric="val/auroc", scorer="energy")
+    val = {("A", "cmnist"): 90, ("A", "mnist6"): 60, ("B", "cmnist"): 85, ("B", "mnist6"): 80}
+    base = _rows(lambda s, d, seed: val[(s, d)] + seed)
+    flipped = _rows(lambda s, d, seed: val[(s, d)] + seed, test_value_of=lambda s, d, seed: 100 - val[(s, d)])
+    p1 = pick(transfer_table(base, objective), "max")
+    p2 = pick(transfer_table(flipped, objective), "max")
+    assert p1.robust == p2.robust and p1.robust.startswith("alpha_max=10 ")
+    pd.testing.assert_frame_equal(p1.regret, p2.regret)
+
+
+def test_mixed_schema_is_a_clear_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "results").mkdir()
+    pq.write_table(pa.table({"schema_version": [2], "run_id": ["r"]}), tmp_path / "results" / "x.parquet")
+    with pytest.raises(AnalysisInputError, match="schema version"):
+        load_sweeps([tmp_path])
+    pq.write_table(pa.table({"schema_version": pa.array([1], pa.int32()), "run_id": ["r"]}), tmp_path / "results" / "x.parquet")
+    with pytest.raises(AnalysisInputError, match="lack column"):
+        load_sweeps([tmp_path])

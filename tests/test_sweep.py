@@ -224,3 +224,33 @@ def test_asha_stopped_trials_are_marked_and_told_to_optuna_as_pruned(tmp_path):
     assert len(pruned) == len(stopped)
     assert all(len(t.intermediate_values) >= 1 for t in pruned), "TPE sees where pruned trials stood"
     assert states.count(optuna.trial.TrialState.COMPLETE) == len(per_trial) - len(stopped)
+
+
+def test_transfer_stage_and_report_end_to_end(tmp_path):
+    path = _sweep_file(
+        tmp_path, num_samples=2, final=None,
+        datasets=[{"benchmark": "cmnist", "trial": {"batch_size": 32}}, {"benchmark": "mnist6"}],
+        transfer={"top_k": 1, "seeds": [0, 1], "defaults": True, "baseline": True},
+    )
+    proc = _cli(path, "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = _results(tmp_path)
+    transfer = df[df["stage"] == "transfer"].drop_duplicates("trial_id")
+    per_dataset = transfer.groupby("benchmark")["trial_id"].nunique()
+    assert per_dataset.nunique() == 1 and per_dataset.iloc[0] % 2 == 0  # same candidates × 2 seeds everywhere
+    assert "ce" in set(transfer["method"])
+    report = _cli("report", tmp_path / "out", "--bootstrap", "50")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "robust pick" in report.stdout
+    out = tmp_path / "out" / "report"
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    import matplotlib.image as mpimg
+
+    for name in ("regret", "marginal", "pareto"):
+        img = mpimg.imread(out / f"{name}.png")
+        assert img.shape[0] > 100 and img[..., :3].std() > 0.05, f"{name}.png looks empty"
+    picks = pd.read_csv(out / "picks.csv")
+    assert picks["robust_pick"].sum() == 1 and picks["bootstrap_wins"].sum() == pytest.approx(1.0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["robust_pick"] in set(picks["setting"])
