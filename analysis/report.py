@@ -38,6 +38,7 @@ class Report:
     wins: pd.Series | None = None
     chosen: pd.DataFrame | None = None
     candidates: pd.DataFrame | None = None  # every transfer setting's test metrics per dataset
+    incomplete: list[str] = field(default_factory=list)  # settings left out: not measured on every dataset
     importance: dict[str, dict[str, float]] = field(default_factory=dict)
     plots: dict[str, Path] = field(default_factory=dict)
 
@@ -193,6 +194,9 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 500) ->
     report = Report(objective, datasets, per_dataset_table(outputs, objective))
     out_dir.mkdir(parents=True, exist_ok=True)
     table = transfer_table(df, objective)
+    measured = table.groupby("setting")["dataset"].nunique()
+    report.incomplete = sorted(measured.index[measured < table["dataset"].nunique()])
+    table = table[~table["setting"].isin(report.incomplete)]  # a failed transfer run leaves a gap
     if not table.empty:
         report.pick = pick(table, objective.mode)
         report.wins = bootstrap_wins(table, objective.mode, n=bootstrap)
@@ -226,6 +230,7 @@ def summary_json(r: Report) -> str:
         "best_mean_pick": None if r.pick is None else r.pick.best_mean,
         "chosen": None if r.chosen is None else json.loads(r.chosen.to_json(orient="records")),
         "bootstrap_wins": None if r.wins is None else r.wins.to_dict(),
+        "left_out_incomplete_settings": r.incomplete,
         "importance": r.importance,
     }
     return json.dumps(data, indent=2)

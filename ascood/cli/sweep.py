@@ -65,6 +65,8 @@ def print_report(console: Console, args: argparse.Namespace) -> int:
     if args.json:
         print(summary_json(report))
         return 0
+    if report.incomplete:
+        console.print(f"[yellow]left out (not measured on every dataset): {len(report.incomplete)} setting(s)[/yellow]")
     if report.pick is None:
         console.print("no transfer stage in these results: add `transfer:` to the sweep file for a cross-setting pick")
     else:
