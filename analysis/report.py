@@ -64,21 +64,24 @@ def _metric_by(rows: pd.DataFrame, objective: Objective, split: str, keys: list[
     return sel.groupby(keys)[["auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy"]].mean().reset_index()
 
 
-def transfer_table(df: pd.DataFrame, objective: Objective) -> pd.DataFrame:
-    """(dataset, setting, seed, value): the validation objective of every transfer run."""
+def transfer_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Completed transfer runs at their last epoch, labelled with their setting."""
     rows = df[(df["stage"] == "transfer") & (df["status"] == "completed") & (df["epoch"] > 0)]
-    if rows.empty:
-        return pd.DataFrame(columns=["dataset", "setting", "seed", "value"])
     rows = final_epoch_rows(rows).copy()
     rows["setting"] = [setting_id(r) if r["method"] == "ascood" else "plain CE baseline" for _, r in rows.iterrows()]
+    return rows
+
+
+def transfer_table(rows: pd.DataFrame, objective: Objective) -> pd.DataFrame:
+    """(dataset, setting, seed, value): the validation objective of every transfer run."""
+    if rows.empty:
+        return pd.DataFrame(columns=["dataset", "setting", "seed", "value"])
     val = objective_rows(rows, objective)
     table = val.groupby(["benchmark", "setting", "seed"])[objective.name].mean().reset_index()
     return table.rename(columns={"benchmark": "dataset", objective.name: "value"})
 
 
-def _test_of_settings(df: pd.DataFrame, objective: Objective) -> pd.DataFrame:
-    rows = final_epoch_rows(df[(df["stage"] == "transfer") & (df["status"] == "completed") & (df["epoch"] > 0)]).copy()
-    rows["setting"] = [setting_id(r) if r["method"] == "ascood" else "plain CE baseline" for _, r in rows.iterrows()]
+def _test_of_settings(rows: pd.DataFrame, objective: Objective) -> pd.DataFrame:
     per_seed = _metric_by(rows, objective, "test", ["benchmark", "setting", "seed"])
     agg = per_seed.groupby(["benchmark", "setting"]).agg(
         test_auroc=("auroc", "mean"), test_auroc_std=("auroc", lambda x: float(np.std(x))),
@@ -88,12 +91,12 @@ def _test_of_settings(df: pd.DataFrame, objective: Objective) -> pd.DataFrame:
     return agg.reset_index()
 
 
-def per_dataset_table(outputs: list[Path], objective: Objective) -> pd.DataFrame:
-    from ascood.sweep.summary import summarize
+def per_dataset_table(df: pd.DataFrame, objective: Objective) -> pd.DataFrame:
+    from ascood.sweep.summary import summarize_frame
 
     rows = []
-    for out in outputs:
-        for s in summarize(str(Path(out) / "results"), objective):
+    for _, sweep_df in df.groupby("sweep_dir", sort=False):
+        for s in summarize_frame(sweep_df, objective):
             rec = {"dataset": s.benchmark, "setting": s.setting, "trials": sum(s.trials.values())}
             if s.best is not None:
                 rec["best_val"] = s.best.objective
@@ -191,16 +194,17 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 500) ->
     df = load_sweeps(outputs)
     objective = _objective(outputs)
     datasets = list(dict.fromkeys(df["benchmark"]))
-    report = Report(objective, datasets, per_dataset_table(outputs, objective))
+    report = Report(objective, datasets, per_dataset_table(df, objective))
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = transfer_table(df, objective)
+    transfer = transfer_rows(df)
+    table = transfer_table(transfer, objective)
     measured = table.groupby("setting")["dataset"].nunique()
     report.incomplete = sorted(measured.index[measured < table["dataset"].nunique()])
     table = table[~table["setting"].isin(report.incomplete)]  # a failed transfer run leaves a gap
     if not table.empty:
         report.pick = pick(table, objective.mode)
         report.wins = bootstrap_wins(table, objective.mode, n=bootstrap)
-        tests = _test_of_settings(df, objective)
+        tests = _test_of_settings(transfer, objective)
         report.candidates = tests
         chosen = tests[tests["setting"] == report.pick.robust].set_index("benchmark")
         chosen["regret"] = report.pick.regret.loc[report.pick.robust, chosen.index]

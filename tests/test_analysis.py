@@ -83,15 +83,15 @@ def _rows(value_of, test_value_of=None) -> pd.DataFrame:
 
 
 def test_test_metrics_never_change_the_pick():
-    from analysis.report import transfer_table
+    from analysis.report import transfer_rows, transfer_table
     from ascood.sweep.spec import Objective
 
     objective = Objective(metric="val/auroc", scorer="energy")
     val = {("A", "cmnist"): 90, ("A", "mnist6"): 60, ("B", "cmnist"): 85, ("B", "mnist6"): 80}
     base = _rows(lambda s, d, seed: val[(s, d)] + seed)
     flipped = _rows(lambda s, d, seed: val[(s, d)] + seed, test_value_of=lambda s, d, seed: 100 - val[(s, d)])
-    p1 = pick(transfer_table(base, objective), "max")
-    p2 = pick(transfer_table(flipped, objective), "max")
+    p1 = pick(transfer_table(transfer_rows(base), objective), "max")
+    p2 = pick(transfer_table(transfer_rows(flipped), objective), "max")
     assert p1.robust == p2.robust and p1.robust.startswith("alpha_max=10 ")
     pd.testing.assert_frame_equal(p1.regret, p2.regret)
 

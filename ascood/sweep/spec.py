@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ascood.config import ConfigError, TrainConfig, validate_config
 from ascood.yamlfile import YamlFileError, read_mapping
@@ -120,15 +120,17 @@ class Resources(Strict):
     max_failures: int = Field(2, ge=0)
 
 
-class Final(Strict):
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+def _distinct(v: list[int]) -> list[int]:
+    if len(set(v)) != len(v):
+        raise ValueError("seeds must be distinct")
+    return v
 
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("seeds must be distinct")
-        return v
+
+Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(_distinct)]
+
+
+class Final(Strict):
+    seeds: Seeds = [0, 1, 2]
 
 
 class Transfer(Strict):
@@ -137,16 +139,9 @@ class Transfer(Strict):
     cross-entropy baseline when asked."""
 
     top_k: int = Field(2, ge=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: Seeds = [0, 1, 2]
     defaults: bool = True
     baseline: bool = True
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("seeds must be distinct")
-        return v
 
 
 class DatasetSpec(Strict):

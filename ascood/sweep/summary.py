@@ -82,7 +82,10 @@ def best_search_trial(results_dir: str, benchmark: str, objective: Objective) ->
 
 def summarize(results_dir: str, objective: Objective, order: list[str] | None = None) -> list[DatasetSummary]:
     """Per dataset (in `order`, else as found): trial counts, best search trial, final test metrics."""
-    df = _load(results_dir)
+    return summarize_frame(_load(results_dir), objective, order)
+
+
+def summarize_frame(df: pd.DataFrame, objective: Objective, order: list[str] | None = None) -> list[DatasetSummary]:
     out: list[DatasetSummary] = []
     if df.empty:
         return out
