@@ -7,6 +7,7 @@ import types
 import typing
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -14,6 +15,7 @@ from rich.table import Table
 from ascood.cli.common import OneLineParser, UsageError, fail, read_yaml_mapping
 from ascood.config import ConfigError, TrainConfig, flag_name, validate_config
 from ascood.models import WeightsError
+from ascood.results import group_means
 from ascood.train import CheckpointMismatch, EpochStats
 
 PROG = "ascood-train"
@@ -79,13 +81,9 @@ def results_table(rows: list[dict], title: str, *, embedded: bool, fpr_conventio
     for i, (name, group) in enumerate(sets):
         cells = (f"{by_key[(name, s)]['auroc']:.1f}/{by_key[(name, s)]['fpr95']:.1f}" for s in scorers)
         table.add_row(f"{name} ({group})", *cells, end_section=i == len(sets) - 1)
+    means = group_means(pd.DataFrame(rows)).set_index(["ood_group", "scorer"])
     for group in dict.fromkeys(g for _, g in sets):
-        members = [n for n, g in sets if g == group]
-        cells = []
-        for s in scorers:
-            au = sum(by_key[(n, s)]["auroc"] for n in members) / len(members)
-            fp = sum(by_key[(n, s)]["fpr95"] for n in members) / len(members)
-            cells.append(f"{au:.1f}/{fp:.1f}")
+        cells = (f"{means.loc[(group, s), 'auroc']:.1f}/{means.loc[(group, s), 'fpr95']:.1f}" for s in scorers)
         table.add_row(f"[bold]{group} mean[/bold]", *cells)
     return table
 
