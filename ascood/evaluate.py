@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ascood.data.loading import Normalizer, eval_loader
+from ascood.data.loading import Preprocess, eval_loader
 from ascood.data.registry import BenchmarkData
 from ascood.metrics import OODMetrics, accuracy, ood_metrics
 from ascood.scorers import InputScorer, Outputs, Scorer
@@ -60,7 +60,7 @@ class Evaluator:
         self.splits = splits
         self.fpr_convention = fpr_convention
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.normalize = Normalizer(data.mean, data.std, channels_last)
+        self.preprocess = Preprocess(data, channels_last)
         self.std = torch.tensor(data.std, dtype=torch.float32)
 
         def prep(split) -> DataLoader:
@@ -69,14 +69,14 @@ class Evaluator:
         self.loaders: dict[tuple[str, str], DataLoader] = {}
         for split in splits:
             self.loaders[(split, "id")] = prep(data.id_split(split))
-            for o in data.ood:
+            for o in data.ood_sets(split):
                 self.loaders[(split, o.name)] = prep(getattr(o, split))
 
     def outputs(self, model: nn.Module, loader: DataLoader) -> Outputs:
         logits, feats, labels = [], [], []
         with torch.no_grad():
             for images, y in loader:
-                lg, h = model.forward_with_features(self.normalize(images))
+                lg, h = model.forward_with_features(self.preprocess.eval(images))
                 lg, h, y = self.accelerator.gather_for_metrics((lg.float(), h.float(), y))
                 logits.append(lg.cpu())
                 feats.append(h.cpu())
@@ -86,14 +86,14 @@ class Evaluator:
     def input_scores(self, scorer: InputScorer, model: nn.Module, loader: DataLoader) -> Tensor:
         scores = []
         for images, _ in loader:
-            s = scorer.postprocess_batch(model, self.normalize(images), self.std)
+            s = scorer.postprocess_batch(model, self.preprocess.eval(images), self.std)
             scores.append(self.accelerator.gather_for_metrics(s.float()).cpu())
         return torch.cat(scores)
 
     def input_grid_scores(self, scorer: InputScorer, model: nn.Module, key: tuple[str, str], points: list[dict]) -> list[np.ndarray]:
         per_point: list[list[Tensor]] = [[] for _ in points]
         for images, _ in self._loader(key):
-            for acc, s in zip(per_point, scorer.postprocess_grid(model, self.normalize(images), self.std, points), strict=True):
+            for acc, s in zip(per_point, scorer.postprocess_grid(model, self.preprocess.eval(images), self.std, points), strict=True):
                 acc.append(self.accelerator.gather_for_metrics(s.float()).cpu())
         return [torch.cat(a).numpy() for a in per_point]
 
@@ -138,7 +138,7 @@ class Evaluator:
         if not (search and scorer.grid):
             scorer.setup(train, model.head)
             return scorer
-        val_ood = [("val", o.name) for o in self.data.ood]
+        val_ood = [("val", o.name) for o in self.data.ood_sets("val")]
 
         points = type(scorer).grid_points()
         if scorer.needs_input:  # every grid point from one pass over each validation set
@@ -188,7 +188,7 @@ class Evaluator:
         acc = accuracy(id_out.logits.argmax(dim=1).numpy(), id_out.labels.numpy())
         result = SplitResult(split, acc, len(id_out.labels))
         id_scores = {s.name: self.score(s, model, (split, "id"), outputs).numpy() for s in scorers}
-        for o in self.data.ood:
+        for o in self.data.ood_sets(split):
             for s in scorers:
                 b = self.score(s, model, (split, o.name), outputs).numpy()
                 m = ood_metrics(id_scores[s.name], b, fpr_convention=self.fpr_convention)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ascood.config import TrainConfig
-from ascood.data.loading import Normalizer, train_loader
+from ascood.data.loading import Preprocess, train_loader
 from ascood.data.registry import BenchmarkData
 from ascood.method.losses import ascood_loss
 from ascood.method.saliency import saliency_from_logits, true_class_saliency
@@ -205,7 +205,7 @@ def fit(
     model, optimizer = accelerator.prepare(model, optimizer)
     start_epoch = 0 if state is None else int(state["epoch"])
     raw: OODNet = accelerator.unwrap_model(model)
-    normalize = Normalizer(data.mean, data.std, cfg.channels_last)
+    preprocess = Preprocess(data, cfg.channels_last)
     device = accelerator.device
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -217,7 +217,7 @@ def fit(
         model.train()
         sums = torch.zeros(3, device=device)
         for step, (images, y) in enumerate(loader):
-            x = normalize(images)
+            x = preprocess.train(images, generator)
             if cfg.method == "ascood":
                 loss, ce, kl = ascood_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator, accelerator=accelerator)
             else:

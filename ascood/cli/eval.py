@@ -50,7 +50,7 @@ def metric_table(df: pd.DataFrame, metric: str, title: str) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ascood.data.registry import DatasetNotFound, UnknownBenchmarkError
+    from ascood.data.registry import DatasetError, UnknownBenchmarkError
     from ascood.posthoc import RunDirError, evaluate_run
     from ascood.results import write_results
     from ascood.scorers import SCORERS
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rows = evaluate_run(run, benchmark=args.benchmark, scorer_names=names, search=not args.no_search,
                                 use_cache=not args.no_cache)
-        except (RunDirError, UnknownBenchmarkError, DatasetNotFound) as exc:
+        except (RunDirError, UnknownBenchmarkError, DatasetError) as exc:
             fail(PROG, str(exc))
         if args.out is None:
             write_results(run / "eval.parquet", rows)

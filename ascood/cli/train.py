@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import types
 import typing
 from pathlib import Path
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of option: value (flags given here override it)")
     p.add_argument("--out", type=Path, help="run directory (default: runs/<run id>)")
     p.add_argument("--overwrite", action="store_true", help="start anew instead of resuming a run in --out")
+    p.add_argument("--data-root", type=Path, help="where real datasets live (default: $ASCOOD_DATA, else ~/data)")
     p.add_argument("--no-progress", action="store_true", help="no live progress bar")
     for name, field in TrainConfig.model_fields.items():
         flag = flag_name(name)
@@ -109,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         fail(PROG, str(exc))
 
+    from ascood.data.registry import DatasetError
     from ascood.train import make_accelerator
     from ascood.trial import run_id_for, run_trial
+
+    if args.data_root:
+        os.environ["ASCOOD_DATA"] = str(args.data_root)
 
     accelerator = make_accelerator(cfg.mixed_precision)
     main_proc = PartialState().is_main_process
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with progress:
             result = run_trial(cfg, out, accelerator=accelerator, overwrite=args.overwrite, on_step=on_step, on_epoch=on_epoch)
-    except (WeightsError, CheckpointMismatch) as exc:
+    except (WeightsError, CheckpointMismatch, DatasetError) as exc:
         fail(PROG, str(exc))
     if not main_proc:
         return 0

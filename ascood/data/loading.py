@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ascood.data.registry import Split
+from ascood.data.augment import center_crop, random_crop_flip, random_resized_crop
+from ascood.data.registry import BenchmarkData, Split
 
 
 class SplitDataset(Dataset):
@@ -75,3 +76,25 @@ class Normalizer:
             self.mean, self.std = self.mean.to(images.device), self.std.to(images.device)
         x = (images.float().div_(255.0) - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
+
+
+class Preprocess:
+    """A benchmark's uint8 batches → model inputs: crop/flip per its geometry, then normalize."""
+
+    def __init__(self, data: BenchmarkData, channels_last: bool = False):
+        self.geometry = data.geometry
+        self.normalize = Normalizer(data.mean, data.std, channels_last)
+
+    def train(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        g = self.geometry
+        if g.train == "resized" and g.size is not None:
+            images = random_resized_crop(images, g.size, flip=g.flip, generator=generator)
+        elif g.size is not None or g.padding or g.flip:
+            images = random_crop_flip(images, g.size or images.shape[-1], padding=g.padding, flip=g.flip,
+                                      generator=generator)
+        return self.normalize(images)
+
+    def eval(self, images: Tensor) -> Tensor:
+        if self.geometry.size is not None:
+            images = center_crop(images, self.geometry.size)
+        return self.normalize(images)

@@ -37,6 +37,18 @@ class OODSet:
 
 
 @dataclass(frozen=True)
+class Geometry:
+    """How stored images become model inputs: `size` is the crop the model sees (None: as
+    stored, evaluation takes the centre crop); training takes random crops (after `padding` zero
+    pixels) or random resized crops, and flips when `flip`."""
+
+    size: int | None = None
+    padding: int = 0
+    flip: bool = False
+    train: str = "random"  # "random": RandomCrop(size, padding); "resized": RandomResizedCrop(size)
+
+
+@dataclass(frozen=True)
 class BenchmarkData:
     name: str
     setting: str
@@ -48,9 +60,15 @@ class BenchmarkData:
     test: Split
     ood: tuple[OODSet, ...]
     embedded: bool = False
+    geometry: Geometry = field(default_factory=Geometry)
 
     def id_split(self, split: str) -> Split:
         return {"train": self.train, "val": self.val, "test": self.test}[split]
+
+    def ood_sets(self, split: str) -> tuple[OODSet, ...]:
+        """The OOD sets that have images in `split`: a real benchmark's test-only sets (OpenOOD
+        keeps one designated validation OOD set) have none in val."""
+        return tuple(o for o in self.ood if len(getattr(o, split)) > 0)
 
 
 @dataclass(frozen=True)
@@ -61,7 +79,7 @@ class BenchmarkSpec:
     build: Callable[..., BenchmarkData]
     embedded: bool = False
     version: int = 1
-    extra: dict = field(default_factory=dict)
+    params: bool = False  # takes `name[key=value,…]` parameters
 
 
 _REGISTRY: dict[str, BenchmarkSpec] = {}
@@ -72,11 +90,16 @@ class UnknownBenchmarkError(KeyError):
         return str(self.args[0])
 
 
-class DatasetNotFound(FileNotFoundError):
-    """A real benchmark whose data is not where it was looked for; the message names the path."""
+class DatasetError(Exception):
+    """The user's data cannot make the benchmark (missing, malformed, unreadable); the one-line
+    message names the file, line or path at fault."""
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class DatasetNotFound(DatasetError, FileNotFoundError):
+    """A real benchmark whose data is not where it was looked for; the message names the path."""
 
 
 def data_root(explicit: str | Path | None = None) -> Path:
@@ -86,16 +109,17 @@ def data_root(explicit: str | Path | None = None) -> Path:
     return Path(os.environ.get("ASCOOD_DATA", Path.home() / "data"))
 
 
-def register_benchmark(name: str, *, setting: str, description: str, embedded: bool = False, version: int = 1):
+def register_benchmark(name: str, *, setting: str, description: str, embedded: bool = False, version: int = 1,
+                       params: bool = False):
     """Decorator adding a builder to the registry under `name`: `fn(seed)` for embedded
-    benchmarks, `fn(seed, root)` for those built from the user's data under `root`."""
+    benchmarks, `fn(seed, root, **params)` for those built from the user's data under `root`."""
     if setting not in SETTINGS:
         raise ValueError(f"setting: expected one of {SETTINGS}, got {setting!r}")
 
     def wrap(fn: Callable[..., BenchmarkData]) -> Callable[..., BenchmarkData]:
         if name in _REGISTRY:
             raise ValueError(f"benchmark {name!r} is registered twice")
-        _REGISTRY[name] = BenchmarkSpec(name, setting, description, fn, embedded, version)
+        _REGISTRY[name] = BenchmarkSpec(name, setting, description, fn, embedded, version, params)
         return fn
 
     return wrap
@@ -106,14 +130,34 @@ def list_benchmarks() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def parse_name(name: str) -> tuple[str, dict[str, str]]:
+    """`aircraft[split=1,size=64]` → ("aircraft", {"split": "1", "size": "64"})."""
+    base, sep, rest = name.partition("[")
+    if not sep:
+        return name, {}
+    if not rest.endswith("]"):
+        raise UnknownBenchmarkError(f"benchmark {name!r}: expected NAME[key=value,…]")
+    params = {}
+    for item in filter(None, (x.strip() for x in rest[:-1].split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise UnknownBenchmarkError(f"benchmark {name!r}: expected key=value, got {item!r}")
+        params[key.strip()] = value.strip()
+    return base, params
+
+
 def get_spec(name: str) -> BenchmarkSpec:
     _ensure_builtin()
+    base, params = parse_name(name)
     try:
-        return _REGISTRY[name]
+        spec = _REGISTRY[base]
     except KeyError:
         raise UnknownBenchmarkError(
-            f"unknown benchmark {name!r}; expected one of {', '.join(sorted(_REGISTRY))}"
+            f"unknown benchmark {base!r}; expected one of {', '.join(sorted(_REGISTRY))}"
         ) from None
+    if params and not spec.params:
+        raise UnknownBenchmarkError(f"benchmark {base!r} takes no parameters, got {name!r}")
+    return spec
 
 
 def cache_dir() -> Path:
@@ -128,7 +172,7 @@ def load_benchmark(name: str, *, seed: int = 0, root: str | Path | None = None) 
     """
     spec = get_spec(name)
     if not spec.embedded:
-        return spec.build(seed, data_root(root))
+        return spec.build(seed, data_root(root), **parse_name(name)[1])
     path = cache_dir() / "benchmarks" / f"{name}-v{spec.version}-seed{seed}.pt"
     if path.exists():
         try:
