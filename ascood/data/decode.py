@@ -57,7 +57,7 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
             im = im.resize((nw, nh), Image.BILINEAR)
         left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
         im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
 
 
 def cache_key(paths: Sequence[str | Path], size: int) -> str:
@@ -130,13 +130,16 @@ def _build(paths: list[str], size: int, npy: Path, meta: Path, workers: int | No
             bad = [b for chunk in pool.imap(_decode_chunk, jobs) for b in chunk]
     else:
         bad = [b for job in jobs for b in _decode_chunk(job)]
+    meta_tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
     try:
         if bad:
             _drop(tmp, {i for i, _, _ in bad}, n, size)
+        meta_tmp.write_text(json.dumps({"size": size, "n": n, "skipped": sorted(bad)}))
         os.replace(tmp, npy)
+        os.replace(meta_tmp, meta)
     finally:
         tmp.unlink(missing_ok=True)
-    meta.write_text(json.dumps({"size": size, "n": n, "skipped": sorted(bad)}))
+        meta_tmp.unlink(missing_ok=True)
 
 
 def _drop(tmp: Path, bad: set[int], n: int, size: int) -> None:

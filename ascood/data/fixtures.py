@@ -194,8 +194,8 @@ def write_imagenet100(root: Path, *, train_per_class: int = 3, val_per_class: in
 
 NATIVE_WRITERS = {
     "waterbirds": write_waterbirds, "celeba": write_celeba, "cars": write_cars, "aircraft": write_aircraft,
-    "cifar10": lambda root: (write_cifar(root, "cifar10"), write_cifar(root, "cifar100")),
-    "cifar100": lambda root: (write_cifar(root, "cifar100"), write_cifar(root, "cifar10")),
+    "cifar10": lambda root: (write_cifar(root, "cifar10", seed=10), write_cifar(root, "cifar100", seed=100)),
+    "cifar100": lambda root: (write_cifar(root, "cifar100", seed=100), write_cifar(root, "cifar10", seed=10)),
     "imagenet100": write_imagenet100,
 }
 
