@@ -50,13 +50,15 @@ class EpochShuffleSampler(Sampler[int]):
 def train_loader(split: Split, batch_size: int, seed: int, num_workers: int = 0) -> tuple[DataLoader, EpochShuffleSampler]:
     sampler = EpochShuffleSampler(len(split), seed)
     loader = DataLoader(
-        SplitDataset(split), batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=False
+        SplitDataset(split), batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=False,
+        pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
     )
     return loader, sampler
 
 
 def eval_loader(split: Split, batch_size: int, num_workers: int = 0) -> DataLoader:
-    return DataLoader(SplitDataset(split), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return DataLoader(SplitDataset(split), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available())
 
 
 class Normalizer:
