@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _run_parser().parse_args(argv)
 
     from ascood.config import ConfigError
-    from ascood.data.registry import DatasetNotFound, UnknownBenchmarkError
+    from ascood.data.registry import DatasetError, UnknownBenchmarkError
     from ascood.sweep.engine import SweepRun, SweepSetupError, run_sweep
     from ascood.sweep.progress import SweepProgress
     from ascood.sweep.spec import SweepFileError, load_sweep
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with SweepProgress(console, live=live, objective_label=label) as progress:
             paths = run_sweep(run, progress)
-    except (SweepSetupError, DatasetNotFound, ConfigError) as exc:
+    except (SweepSetupError, DatasetError, ConfigError) as exc:
         fail(PROG, f"{args.file}: {exc}")
     except KeyboardInterrupt:
         console.print(f"interrupted; continue with: {PROG} {args.file} --resume")
