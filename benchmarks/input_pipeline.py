@@ -94,7 +94,7 @@ def main() -> None:
         loader, sampler = train_loader(split, args.batch, seed=0)
         g = torch.Generator().manual_seed(0)
         t = time.perf_counter()
-        for images, _ in loader:
+        for _ in loader:
             pass
         read = args.images / (time.perf_counter() - t)
         print(f"cached epoch, batches only:  {read:8.1f} images/s")
@@ -104,7 +104,8 @@ def main() -> None:
         cached = args.images / (time.perf_counter() - t)
         print(f"cached epoch + crops on CPU: {cached:8.1f} images/s")
 
-        cfg = TrainConfig(benchmark="mnist10", backbone="resnet18", batch_size=args.batch, p_inv=0.1, alpha_max=0.1, alpha_min=0.1)
+        cfg = TrainConfig(benchmark="mnist10", backbone="resnet18", batch_size=args.batch, p_inv=0.1,
+                          alpha_max=0.1, alpha_min=0.1)
         accelerator = make_accelerator("no")
         model = create_model("resnet18", num_classes=2)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)

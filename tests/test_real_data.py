@@ -155,7 +155,7 @@ def test_batch_augmentations_are_crops_and_flips_of_each_image():
     out = random_crop_flip(images, 12, padding=4, flip=True, generator=g)
     padded = F.pad(images, (4, 4, 4, 4))
     for i in range(8):
-        windows = [padded[i, :, t : t + 12, l : l + 12] for t in range(9) for l in range(9)]
+        windows = [padded[i, :, t : t + 12, c : c + 12] for t in range(9) for c in range(9)]
         assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1)) for w in windows)
     same = random_resized_crop(images, 6, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False, generator=g)
     ref = F.interpolate(images.float(), size=(6, 6), mode="bilinear", align_corners=False)
@@ -272,3 +272,24 @@ def test_ascood_data_check_reports_a_missing_split_and_a_corrupt_image(tmp_path)
     assert ok.returncode == 0 and "all complete" in ok.stdout
     usage = subprocess.run([str(VENV_BIN / "ascood-data"), "check", str(root), "mnist10"], capture_output=True, text=True)
     assert usage.returncode == 2 and "embedded benchmark needs no data" in usage.stderr
+
+
+def test_train_and_eval_commands_on_a_real_layout(tmp_path):
+    """ascood-train and ascood-eval find a real benchmark through --data-root, and evaluation
+    reproduces the training run's test metrics from the same data."""
+    import pandas as pd
+
+    root = _tree(tmp_path, "cifar10", "native")
+    run = tmp_path / "run"
+    train = subprocess.run([str(VENV_BIN / "ascood-train"), "--benchmark", "cifar10", "--data-root", str(root),
+                            "--out", str(run), "--epochs", "1", "--backbone", "small_cnn", "--batch-size", "32",
+                            "--scorers", "msp,energy", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-2000:]
+    evaluated = subprocess.run([str(VENV_BIN / "ascood-eval"), str(run), "--data-root", str(root), "--no-search",
+                                "--scorers", "msp,energy"], capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    key = ["split", "ood_set", "scorer"]
+    trained = pd.read_parquet(run / "results.parquet").query("split == 'test'").set_index(key)["auroc"]
+    again = pd.read_parquet(run / "eval.parquet").query("split == 'test'").set_index(key)["auroc"]
+    assert set(trained.index.get_level_values("ood_set")) == {o.name for o in definitions()["cifar10"].ood}
+    pd.testing.assert_series_equal(trained.sort_index(), again.sort_index(), check_exact=False, atol=1e-9)

@@ -6,7 +6,6 @@ Exit codes: 0 every requested benchmark complete, 1 some incomplete, 2 bad input
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table

@@ -1,10 +1,11 @@
 """`ascood-eval`: evaluate trained runs with any post-hoc scorers, searched on validation data.
 
-    ascood-eval RUN_DIR… [--benchmark NAME] [--scorers a,b,…|all] [--no-search] [--out FILE]
+    ascood-eval RUN_DIR… [--benchmark NAME] [--scorers a,b,…|all] [--no-search] [--out FILE] [--data-root DIR]
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--no-search", action="store_true", help="use each scorer's fixed parameters (no validation search)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the runs' cached features")
     p.add_argument("--out", type=Path, help="Parquet file for all rows (default: eval.parquet in each run directory)")
+    p.add_argument("--data-root", type=Path, help="where real datasets live (default: $ASCOOD_DATA, else ~/data)")
     return p
 
 
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     from ascood.results import write_results
     from ascood.scorers import SCORERS
 
+    if args.data_root:
+        os.environ["ASCOOD_DATA"] = str(args.data_root)
     names = list(SCORERS) if args.scorers == "all" else [s.strip() for s in args.scorers.split(",")]
     unknown = [s for s in names if s not in SCORERS]
     if unknown:

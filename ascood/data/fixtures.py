@@ -135,7 +135,8 @@ def write_celeba(root: Path, *, n: int = 120, seed: int = 0) -> None:
         img.write(d / "img_align_celeba" / f)
         male, grey = i % 2, (i // 2) % 2
         bald = int(male == 1 and i % 7 == 0)
-        values = {"5_o_Clock_Shadow": rng.integers(0, 2), "Bald": bald, "Gray_Hair": grey, "Male": male, "Young": rng.integers(0, 2)}
+        values = {"5_o_Clock_Shadow": rng.integers(0, 2), "Bald": bald, "Gray_Hair": grey, "Male": male,
+                  "Young": rng.integers(0, 2)}
         attr_lines.append(f + " " + " ".join("1" if values[a] else "-1" for a in CELEBA_ATTRS))
         part_lines.append(f"{f} {0 if i < n * 0.6 else 1 if i < n * 0.8 else 2}")
     (d / "list_attr_celeba.txt").write_text(f"{n}\n{' '.join(CELEBA_ATTRS)}\n" + "\n".join(attr_lines) + "\n")
@@ -166,8 +167,8 @@ def write_cars(root: Path, *, train_per_class: int = 3, test_per_class: int = 2,
     img = _Images(seed)
     d = root / "stanford_cars"
     dtype = [("fname", object), ("class", np.int64)]
-    for split, per, mat, images in (("train", train_per_class, d / "devkit" / "cars_train_annos.mat", d / "cars_train"),
-                                    ("test", test_per_class, d / "cars_test_annos_withlabels.mat", d / "cars_test")):
+    for per, mat, images in ((train_per_class, d / "devkit" / "cars_train_annos.mat", d / "cars_train"),
+                             (test_per_class, d / "cars_test_annos_withlabels.mat", d / "cars_test")):
         annos = []
         for c in range(196):
             for i in range(per):
@@ -184,10 +185,10 @@ def write_imagenet100(root: Path, *, train_per_class: int = 3, val_per_class: in
     img = _Images(seed)
     wnids = [f"n{10000000 + 7 * i:08d}" for i in range(100)]
     _write_list(root / "imagenet100.txt", wnids)
-    for split, per in (("train", train_per_class), ("val", val_per_class)):
+    for folder, per in (("train", train_per_class), ("val", val_per_class)):
         for w in wnids:
             for i in range(per):
-                img.write(root / "imagenet" / split / w / f"{w}_{i}.JPEG")
+                img.write(root / "imagenet" / folder / w / f"{w}_{i}.JPEG")
     # ImageNet-1K has more classes than the list names: an extra folder must be ignored.
     img.write(root / "imagenet" / "train" / "n99999999" / "extra_0.JPEG")
 

@@ -23,10 +23,10 @@ from ascood.data.decode import decode_files
 from ascood.data.registry import (
     BenchmarkData,
     DatasetNotFound,
-    UnknownBenchmarkError,
     Geometry,
     OODSet,
     Split,
+    UnknownBenchmarkError,
     cache_dir,
     register_benchmark,
 )
@@ -127,7 +127,8 @@ def resolve_params(defn: BenchmarkDef, given: dict[str, str]) -> dict[str, float
         try:
             value = float(text) if key == "r" else int(text)
         except ValueError:
-            raise UnknownBenchmarkError(f"{defn.name}[{key}=…]: expected a {'number' if key == 'r' else 'whole number'}, got {text!r}") from None
+            kind = "number" if key == "r" else "whole number"
+            raise UnknownBenchmarkError(f"{defn.name}[{key}=…]: expected a {kind}, got {text!r}") from None
         if key == "r" and not 0.5 <= value < 1:
             raise UnknownBenchmarkError(f"{defn.name}[r=…]: expected 0.5 ≤ r < 1, got {value}")
         if key == "split" and value < 0:
@@ -266,9 +267,7 @@ def _native_parts(defn: BenchmarkDef, root: Path, params: dict, inv: Inventory) 
                 inv.parts.append(Part(f"ood/{o.name}/{half}", str(directory), records))
             continue
         folder = root / "ood" / (o.folder or o.name)
-        halves = {"val": folder / "val", "test": folder / "test"} if (folder / "val").is_dir() and (folder / "test").is_dir() else {"test": folder}
-        if o.openood.val and "val" not in halves:
-            halves = {"val": folder / "val", "test": folder / "test"} if folder.exists() else {"val": folder / "val", "test": folder}
+        halves = {"val": folder / "val", "test": folder / "test"} if o.openood.val else {"test": folder}
         for half, path in halves.items():
             if not path.is_dir():
                 inv.parts.append(Part(f"ood/{o.name}/{half}", str(path)))
@@ -289,7 +288,8 @@ def _check_labels(defn: BenchmarkDef, inv: Inventory) -> None:
             if bad.size:
                 p.problem = f"label {int(bad[0])} out of range 0…{defn.classes - 1} in {p.source}"
         elif (labels != -1).any():
-            p.problem = f"an OOD list holds ID labels (e.g. {int(labels[labels != -1][0])}); OOD images must be labelled -1 ({p.source})"
+            example = int(labels[labels != -1][0])
+            p.problem = f"an OOD list holds ID labels (e.g. {example}); OOD images must be labelled -1 ({p.source})"
         if not p.problem and len(p.records) == 0:
             p.problem = f"no images in {p.source}"
 
@@ -297,8 +297,8 @@ def _check_labels(defn: BenchmarkDef, inv: Inventory) -> None:
 def _check_disjoint(inv: Inventory) -> None:
     """No image may be both ID and OOD, or in a validation OOD set and a test OOD set."""
     def paths(prefix: str, suffix: str = "") -> dict[str, set[str]]:
-        return {p.name: set(p.records.paths) for p in inv.parts
-                if p.records is not None and p.records.paths is not None and p.name.startswith(prefix) and p.name.endswith(suffix)}
+        return {p.name: set(p.records.paths) for p in inv.parts if p.records is not None
+                and p.records.paths is not None and p.name.startswith(prefix) and p.name.endswith(suffix)}
 
     ids, ood_val, ood_test = paths("id/"), paths("ood/", "/val"), paths("ood/", "/test")
     for group_a, group_b in ((ids, {**ood_val, **ood_test}), (ood_val, ood_test)):

@@ -158,7 +158,8 @@ def read_waterbirds(directory: Path) -> dict[str, Records]:
             reader = csv.DictReader(f)
             need = {"img_filename", "y", "split", "place"}
             if not need <= set(reader.fieldnames or ()):
-                raise DataLayoutError(f"{meta}: expected columns {', '.join(sorted(need))}, got {', '.join(reader.fieldnames or ())}")
+                got = ", ".join(reader.fieldnames or ())
+                raise DataLayoutError(f"{meta}: expected columns {', '.join(sorted(need))}, got {got}")
             for n, r in enumerate(reader, 2):
                 try:
                     split, y, place = names[r["split"].strip()], int(r["y"]), int(r["place"])
