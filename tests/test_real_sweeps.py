@@ -81,3 +81,30 @@ def test_real_sweep_without_data_stops_before_any_trial(tmp_path):
     assert proc.returncode == 2
     assert "dataset cars not found at" in proc.stderr and "nothing-here" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_sweep_with_missing_or_mismatched_weights_stops_before_any_trial(tmp_path):
+    import torch
+    from torchvision.models import resnet18
+
+    spec = {
+        "name": "w", "output": str(tmp_path / "out"), "datasets": [{"benchmark": "cmnist"}],
+        "trial": {"epochs": 1, "backbone": "resnet18", "weights": str(tmp_path / "missing.pth")},
+        "space": {"alpha": {"low": 0.01, "high": 1.0, "log": True}}, "num_samples": 1,
+        "objective": {"metric": "val/auroc", "scorer": "msp"},
+        "resources": {"processes_per_trial": 1, "cpus_per_process": 1},
+    }
+    file = tmp_path / "w.yaml"
+    file.write_text(yaml.safe_dump(spec))
+    proc = subprocess.run([sys.executable, "-m", "ascood.cli.sweep", str(file), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "trial.weights" in proc.stderr and "missing.pth" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    wrong = resnet18(num_classes=10).state_dict()
+    wrong["conv1.weight"] = torch.zeros(64, 3, 5, 5)
+    torch.save(wrong, tmp_path / "wrong.pth")
+    spec["trial"]["weights"] = str(tmp_path / "wrong.pth")
+    file.write_text(yaml.safe_dump(spec))
+    proc = subprocess.run([sys.executable, "-m", "ascood.cli.sweep", str(file), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "does not fit" in proc.stderr, proc.stderr
