@@ -7,6 +7,10 @@ Layout of the output directory (every path is derived in `SweepPaths`):
     OUT/ray/<stage>-<dataset> Ray Tune experiment state (what `--resume` restores)
     OUT/trials/<dataset>/…    one directory per trial: its checkpoint
     OUT/results/<dataset>/…   one Parquet file per trial: `pandas.read_parquet(OUT / "results")`
+
+OUT is a local path or, on a cluster, a shared path or object storage URI (s3://, gs://), checked
+from every node before any trial starts (`ascood.cluster.storage`); a cluster sweep keeps its live
+Optuna SQLite on the driver and copies it to OUT/optuna.db after every finished trial.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
+import socket
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +29,7 @@ from ray import tune
 from ray.tune import Callback
 
 from ascood import storage
+from ascood.cluster import storage as shared
 from ascood.config import validate_config
 from ascood.data.registry import get_spec, load_benchmark
 from ascood.results import read_rows, write_results
@@ -43,34 +49,36 @@ class SweepSetupError(ValueError):
 
 @dataclass(frozen=True)
 class SweepPaths:
-    out: Path
+    out: str  # an absolute local path or a URI
+    study: shared.StudyMirror | None = None  # cluster sweeps: the study's live copy on the driver
+    token: str | None = None  # cluster sweeps: the shared-output marker trials check on their node
 
     @property
-    def spec_copy(self) -> Path:
-        return self.out / "sweep.yaml"
+    def spec_copy(self) -> str:
+        return storage.join(self.out, "sweep.yaml")
 
     @property
-    def optuna_db(self) -> Path:
-        return self.out / "optuna.db"
+    def optuna_db(self) -> str:
+        return storage.join(self.out, "optuna.db")
 
     @property
-    def ray(self) -> Path:
-        return self.out / "ray"
+    def ray(self) -> str:
+        return storage.join(self.out, "ray")
 
     @property
     def results(self) -> str:
-        return str(self.out / "results")
+        return storage.join(self.out, "results")
 
-    def experiment(self, stage: str, benchmark: str) -> Path:
-        return self.ray / f"{stage}-{benchmark}"
+    def experiment(self, stage: str, benchmark: str) -> str:
+        return storage.join(self.ray, f"{stage}-{benchmark}")
 
 
 def prepare_output(paths: SweepPaths, spec_text: str, *, resume: bool, fresh: bool) -> None:
     """Claim the output directory for this sweep file, or refuse with the reason."""
-    if fresh and paths.out.exists():
-        shutil.rmtree(paths.out)
-    if paths.spec_copy.exists():
-        previous = paths.spec_copy.read_text()
+    if fresh:
+        shared.delete_tree(paths.out)
+    previous = shared.read_text(paths.spec_copy)
+    if previous is not None:
         if _digest(previous) != _digest(spec_text):
             raise SweepSetupError(
                 f"{paths.out}: holds a sweep made from a different sweep file; "
@@ -79,10 +87,9 @@ def prepare_output(paths: SweepPaths, spec_text: str, *, resume: bool, fresh: bo
         if not resume:
             raise SweepSetupError(f"{paths.out}: holds this sweep already; use --resume to continue it or --fresh")
         return
-    if paths.out.exists() and any(paths.out.iterdir()):
+    if shared.has_entries(paths.out):
         raise SweepSetupError(f"{paths.out}: exists and is not a sweep output; use another output or --fresh")
-    paths.out.mkdir(parents=True, exist_ok=True)
-    paths.spec_copy.write_text(spec_text)
+    shared.write_text(paths.spec_copy, spec_text)
 
 
 def _digest(text: str) -> str:
@@ -128,7 +135,7 @@ def concurrency(spec: SweepSpec, cluster_cpus: float, cluster_gpus: float) -> in
     return max(1, min(r.max_concurrent_trials, fit))
 
 
-def trial_meta(spec: SweepSpec, dataset: DatasetSpec, stage: str, out: Path) -> TrialMeta:
+def trial_meta(spec: SweepSpec, dataset: DatasetSpec, stage: str, out: str, token: str | None = None) -> TrialMeta:
     """What every trial of a stage gets; local paths made absolute (trials run in other directories)."""
     r = spec.resources
     defaults = trial_defaults(spec, dataset)
@@ -141,7 +148,7 @@ def trial_meta(spec: SweepSpec, dataset: DatasetSpec, stage: str, out: Path) -> 
         sweep=spec.name, out=str(out), benchmark=dataset.benchmark, stage=stage,
         defaults=defaults, objective=spec.objective.model_dump(),
         processes=r.processes_per_trial, cpus_per_process=r.cpus_per_process, gpus_per_process=r.gpus_per_process,
-        max_failures=r.max_failures, data_root=root,
+        max_failures=r.max_failures, data_root=root, cluster_token=token,
     )
 
 
@@ -197,9 +204,10 @@ class SweepRun:
 def run_sweep(run: SweepRun, progress) -> SweepPaths:
     """Run (or resume) every dataset's search, then its final stage. Blocks until done."""
     spec = run.spec
-    paths = SweepPaths(Path(spec.output).absolute())
+    paths = SweepPaths(shared.location(spec.output))
     check_datasets(spec)
-    prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
+    if not run.address:  # on a cluster the output is claimed once every node has been asked
+        prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
     env = {k: os.environ[k] for k in ("ASCOOD_CACHE", "ASCOOD_DATA") if k in os.environ}
     env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # a failed trial's last report has no objective
@@ -207,15 +215,20 @@ def run_sweep(run: SweepRun, progress) -> SweepPaths:
     init_kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if run.address:
-        ray.init(address=run.address, **init_kwargs)
+        _connect(run.address, init_kwargs)
     else:
         ray.init(num_cpus=os.cpu_count(), **init_kwargs)
     try:
         total = ray.cluster_resources()
-        max_conc = concurrency(spec, total.get("CPU", 0.0), total.get("GPU", 0.0))
+        if run.address:
+            paths = claim_shared_output(run, paths, progress)
+            max_conc = cluster_concurrency(spec, total.get("CPU", 0.0), total.get("GPU", 0.0), progress)
+        else:
+            max_conc = concurrency(spec, total.get("CPU", 0.0), total.get("GPU", 0.0))
         resources, _ = trial_resources(spec)
         trainable = tune.with_resources(sweep_trial, resources)
-        storage_obj = optuna.storages.RDBStorage(f"sqlite:///{paths.optuna_db}")
+        study_url = paths.study.url if paths.study else f"sqlite:///{paths.optuna_db}"
+        storage_obj = optuna.storages.RDBStorage(study_url)
         for dataset in spec.datasets:
             _search(spec, dataset, paths, trainable, max_conc, storage_obj, progress)
             if spec.final is not None:
@@ -225,14 +238,62 @@ def run_sweep(run: SweepRun, progress) -> SweepPaths:
             for dataset in spec.datasets:
                 _transfer(spec, dataset, paths, trainable, max_conc, progress, candidates)
     finally:
+        if paths.study is not None:
+            paths.study.push()
         ray.shutdown()
     return paths
 
 
+def _connect(address: str, init_kwargs: dict) -> None:
+    """Join an existing cluster (`auto` inside a submitted job); a failure is one line."""
+    host, _, port = address.rpartition(":")
+    if "://" not in address and port.isdigit():  # ray.init retries an unreachable address for minutes
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
+        except OSError as exc:
+            raise SweepSetupError(f"--address {address}: cannot reach the Ray cluster ({exc.strerror or exc}); "
+                                  f"is the head up and port {port} open?") from None
+    try:
+        ray.init(address=address, **init_kwargs)
+    except Exception as exc:  # ConnectionError, AuthenticationError, ValueError: all one line here
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SweepSetupError(f"--address {address}: cannot join the Ray cluster: {first}") from None
+
+
+def claim_shared_output(run: SweepRun, paths: SweepPaths, progress) -> SweepPaths:
+    """On a cluster: every alive node must see and write the output before it is claimed; trials
+    then check a marker on their own node (for nodes that join later)."""
+    try:
+        nodes = shared.check_shared(paths.out, uuid.uuid4().hex)
+    except shared.OutputNotShared as exc:
+        raise SweepSetupError(str(exc)) from None
+    prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
+    token = shared.read_marker(paths.out) or uuid.uuid4().hex  # kept across --resume: trials carry it
+    shared.write_marker(paths.out, token)
+    if nodes == 1 and not storage.is_uri(paths.out):
+        progress.console.print(f"[yellow]one node alive: nodes that join later must mount {paths.out} too "
+                               "(each trial checks it on its node)[/yellow]")
+    study = shared.StudyMirror(paths.out)
+    study.pull()
+    return SweepPaths(paths.out, study=study, token=token)
+
+
+def cluster_concurrency(spec: SweepSpec, cluster_cpus: float, cluster_gpus: float, progress) -> int:
+    """On a cluster the sweep's own limit: trials that do not fit the nodes alive now wait in
+    Ray's queue, which is what makes the autoscaler add nodes."""
+    try:
+        concurrency(spec, cluster_cpus, cluster_gpus)
+    except SweepSetupError as exc:
+        progress.console.print(f"[yellow]{exc} alive now; trials wait for the autoscaler to add nodes[/yellow]")
+    return spec.resources.max_concurrent_trials
+
+
 def _run_config(paths: SweepPaths, name: str, callbacks: list, max_failures: int) -> tune.RunConfig:
+    if paths.study is not None:
+        callbacks = [*callbacks, shared.StudySync(paths.study)]
     return tune.RunConfig(
         name=name,
-        storage_path=str(paths.ray),
+        storage_path=paths.ray,
         failure_config=tune.FailureConfig(max_failures=max_failures),
         callbacks=callbacks,
         verbose=0,
@@ -240,7 +301,7 @@ def _run_config(paths: SweepPaths, name: str, callbacks: list, max_failures: int
 
 
 def _fit(paths: SweepPaths, name: str, trainable, make_tuner) -> None:
-    path = str(paths.ray / name)
+    path = storage.join(paths.ray, name)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
@@ -257,7 +318,7 @@ def _search(spec, dataset, paths, trainable, max_conc, storage_obj, progress) ->
     mode = [objective.mode, "max"] if multi else objective.mode
     n = num_samples(spec, dataset)
     progress.begin(f"{dataset.benchmark} · search", n, objective.mode)
-    meta = trial_meta(spec, dataset, stage, paths.out)
+    meta = trial_meta(spec, dataset, stage, paths.out, paths.token)
 
     def make_tuner() -> tune.Tuner:
         space = space_for(spec, dataset)
@@ -295,7 +356,7 @@ def _final(spec, dataset, paths, trainable, max_conc, progress) -> None:
         progress.console.print(f"[yellow]{dataset.benchmark}: no completed search trial; final stage skipped[/yellow]")
         return
     progress.begin(f"{dataset.benchmark} · final", len(spec.final.seeds), spec.objective.mode)
-    meta = trial_meta(spec, dataset, stage, paths.out)
+    meta = trial_meta(spec, dataset, stage, paths.out, paths.token)
 
     def make_tuner() -> tune.Tuner:
         callbacks = [ProgressCallback(f"{dataset.benchmark} · final"),
@@ -337,7 +398,7 @@ def _transfer(spec, dataset, paths, trainable, max_conc, progress, candidates: l
     name = f"{stage}-{dataset.benchmark}"
     key = f"{dataset.benchmark} · transfer"
     progress.begin(key, len(candidates) * len(spec.transfer.seeds), spec.objective.mode)
-    meta = trial_meta(spec, dataset, stage, paths.out)
+    meta = trial_meta(spec, dataset, stage, paths.out, paths.token)
 
     def make_tuner() -> tune.Tuner:
         callbacks = [ProgressCallback(key), ResultsStatusCallback(str(paths.out), dataset.benchmark, stage)]

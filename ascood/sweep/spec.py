@@ -113,11 +113,24 @@ class Scheduler(Strict):
 
 
 class Resources(Strict):
+    """Per trial: `processes_per_trial` Ray Train workers (one process per GPU, Accelerate inside
+    each) or one plain Tune process; a fraction of a GPU lets small single-process trials share one."""
+
     processes_per_trial: int = Field(1, ge=1)
     cpus_per_process: float = Field(1.0, gt=0)
     gpus_per_process: float = Field(0.0, ge=0)
     max_concurrent_trials: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _gpus(self) -> Resources:
+        g = self.gpus_per_process
+        if g > 1 and g != int(g):
+            raise ValueError(f"gpus_per_process: above 1 it must be a whole number (Ray's rule), got {g:g}")
+        if 0 < g < 1 and self.processes_per_trial > 1:
+            raise ValueError("gpus_per_process: a fraction of a GPU is for single-process trials "
+                             "(two NCCL ranks of one trial cannot share a GPU)")
+        return self
 
 
 def _distinct(v: list[int]) -> list[int]:

@@ -16,6 +16,7 @@ import ray
 import torch
 
 from ascood import storage
+from ascood.cluster import storage as shared
 from ascood.config import validate_config
 from ascood.sweep.objective import epoch_metrics
 from ascood.sweep.spec import SEARCHABLE, Objective, params_to_config
@@ -37,13 +38,15 @@ class TrialMeta:
     gpus_per_process: float
     max_failures: int
     data_root: str | None = None
+    cluster_token: str | None = None  # on a cluster: the output's marker, checked on the trial's node
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def trial_dir(out: str, benchmark: str, stage: str, trial_id: str) -> Path:
-    return Path(out) / "trials" / benchmark / f"{stage}-{trial_id}"
+def trial_dir(out: str, benchmark: str, stage: str, trial_id: str) -> tuple[Path, str | None]:
+    """(where the trial works, where its files are kept when that is object storage)."""
+    return shared.trial_dirs(out, f"trials/{benchmark}/{stage}-{trial_id}")
 
 
 def results_file(out: str, benchmark: str, stage: str, trial_id: str) -> str:
@@ -80,14 +83,31 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, report) -> No
 
     if meta.data_root:
         os.environ["ASCOOD_DATA"] = meta.data_root
+    if meta.cluster_token:
+        shared.verify_marker(meta.out, meta.cluster_token)
+    work_dir, kept_dir = trial_dir(meta.out, meta.benchmark, meta.stage, trial_id)
+    accelerator = make_accelerator(cfg.mixed_precision)
+    if kept_dir is not None and accelerator.is_local_main_process:
+        shared.pull(kept_dir, work_dir)
+    accelerator.wait_for_everyone()
+    if kept_dir is not None:  # object storage: keep each checkpoint there before reporting it
+        report_epoch = on_rows
+
+        def on_rows(new_rows: list[dict]) -> None:
+            if accelerator.is_main_process:
+                shared.push(work_dir, kept_dir)
+            report_epoch(new_rows)
+
     result = run_trial(
         cfg,
-        trial_dir(meta.out, meta.benchmark, meta.stage, trial_id),
-        accelerator=make_accelerator(cfg.mixed_precision),
+        work_dir,
+        accelerator=accelerator,
         results_path=results_file(meta.out, meta.benchmark, meta.stage, trial_id),
         labels=RunLabels(sweep=meta.sweep, trial_id=trial_id, stage=meta.stage),
         on_rows=on_rows,
     )
+    if accelerator.is_main_process:
+        shared.push(work_dir, kept_dir)
     last_epoch = max((r["epoch"] for r in result.rows), default=0)
     if result.status == "failed":
         report({"status": "failed", "reason": result.reason, "epoch": last_epoch, "epochs": cfg.epochs})
@@ -125,7 +145,7 @@ def sweep_trial(config: dict) -> None:
         scaling_config=ScalingConfig(num_workers=meta.processes, use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
             name=f"{meta.stage}-{trial_id}",
-            storage_path=str(Path(meta.out).absolute() / "ray-train"),
+            storage_path=storage.join(meta.out, "ray-train"),
             failure_config=FailureConfig(max_failures=meta.max_failures),
             callbacks=[TuneReportCallback()],
             worker_runtime_env={"env_vars": env},
