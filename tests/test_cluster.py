@@ -128,6 +128,11 @@ class LocalCluster:
             return 0
         return sum(n.get("state") == "ALIVE" for n in nodes)
 
+    def node_of(self, pid: int) -> str | None:
+        """Which node ran a worker process: Ray names each worker's log after its pid."""
+        found = [node for node in ("head", "worker") if list((self.root / node).glob(f"session_*/logs/worker-*-{pid}.out"))]
+        return found[0] if len(found) == 1 else None
+
     def logs(self) -> str:
         return " | ".join(f.read_text()[-1500:] for f in sorted(self.root.glob("*.log")))
 
@@ -313,6 +318,8 @@ def test_submitted_sweep_succeeds_with_results_on_the_shared_output(cluster, tmp
     assert _study_states(out / "optuna.db") == ["COMPLETE", "COMPLETE"]
     assert len(list((out / "trials").rglob("checkpoint.pt"))) == 2
     assert (out / "sweep.yaml").read_text() == sweep.read_text()
+    pids = [json.loads(f.read_text().splitlines()[0])["pid"] for f in (out / "trials").rglob("attempts.jsonl")]
+    assert sorted(cluster.node_of(p) or "?" for p in pids) == ["head", "worker"], "one trial on each node"
 
     status = _cli("status", job_id, "--address", cluster.jobs_address, env=cluster.client_env())
     assert status.returncode == 0 and status.stdout.startswith(f"{job_id}: SUCCEEDED"), status
@@ -357,6 +364,12 @@ def test_address_mode_with_an_object_storage_uri(cluster, tmp_path):
     summary = _cli("summary", f"file://{out}", "--json", env=cluster.client_env())
     assert summary.returncode == 0, summary.stderr
     assert json.loads(summary.stdout)[0]["benchmark"] == "cmnist"
+    # --resume starts from the study kept on the output and leaves it whole
+    resumed = _cli(sweep, "--address", cluster.address, "--output", f"file://{out}", "--resume", "--no-progress",
+                   env=cluster.client_env())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _study_states(out / "optuna.db") == ["COMPLETE", "COMPLETE"]
+    assert pd.read_parquet(f"file://{out}/results").equals(df)
 
 
 def test_node_local_output_is_refused_before_any_trial(cluster, tmp_path):

@@ -110,6 +110,9 @@ def job_command(command: str, argv: list[str]) -> int:
         return 0
     except jobs.JobError as exc:
         fail(prog, str(exc))
+    except KeyboardInterrupt:
+        print(f"stopped following; the job goes on (stop it with: {PROG} stop JOB --address …)")
+        return 130
 
 
 def _submission(prog: str, args: argparse.Namespace):
