@@ -281,11 +281,11 @@ def test_dockerfile_installs_the_projects_own_pins():
     assert "==" not in text, "no second list of pins that could drift from pyproject.toml"
 
 
-def test_fractional_gpus_share_a_gpu_and_map_to_tune_resources():
+def test_fractional_gpus_share_a_gpu_and_map_to_tune_resources(tmp_path):
     from ascood.sweep.engine import concurrency, trial_resources
     from ascood.sweep.spec import Resources, SweepSpec
 
-    base = yaml.safe_load(_sweep_file(Path(tempfile.mkdtemp()) / "s.yaml", "/tmp/x").read_text())
+    base = yaml.safe_load(_sweep_file(tmp_path / "s.yaml", str(tmp_path / "out")).read_text())
     spec = SweepSpec.model_validate({**base, "resources": {"gpus_per_process": 0.25, "cpus_per_process": 2,
                                                            "max_concurrent_trials": 16}})
     assert trial_resources(spec) == ({"cpu": 2, "gpu": 0.25}, 2)
