@@ -32,6 +32,7 @@ from ascood import storage
 from ascood.cluster import storage as shared
 from ascood.config import validate_config
 from ascood.data.registry import get_spec, load_benchmark
+from ascood.models import WeightsError, create_model
 from ascood.results import read_rows, write_results
 from ascood.sweep.objective import ood_selection_names
 from ascood.sweep.progress import ProgressCallback
@@ -97,9 +98,17 @@ def _digest(text: str) -> str:
 
 
 def check_datasets(spec: SweepSpec) -> None:
-    """Load (build or find) every dataset before any trial starts; check the objective's OOD names."""
+    """Before any trial starts: load (build, or check and decode) every dataset, check the
+    objective's OOD names, and load each named pretrained backbone once into its model."""
     for d in spec.datasets:
         data = load_benchmark(d.benchmark, root=spec.data_root)
+        defaults = trial_defaults(spec, d)
+        if defaults.get("weights"):
+            try:
+                create_model(defaults.get("backbone", "small_cnn"), num_classes=data.num_classes,
+                             weights=Path(defaults["weights"]).expanduser())
+            except WeightsError as exc:
+                raise SweepSetupError(f"datasets ({d.benchmark}): trial.weights: {exc}") from None
         names = ood_selection_names([(o.name, o.group) for o in data.ood])
         if spec.objective.ood not in names:
             raise SweepSetupError(
@@ -208,7 +217,7 @@ def run_sweep(run: SweepRun, progress) -> SweepPaths:
     check_datasets(spec)
     if not run.address:  # on a cluster the output is claimed once every node has been asked
         prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
-    env = {k: os.environ[k] for k in ("ASCOOD_CACHE", "ASCOOD_DATA") if k in os.environ}
+    env = {k: os.environ[k] for k in ("ASCOOD_CACHE", "ASCOOD_DATA", "ASCOOD_SKIP_CORRUPT") if k in os.environ}
     env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # a failed trial's last report has no objective
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables under our Rich display
