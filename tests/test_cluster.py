@@ -62,11 +62,14 @@ class LocalCluster:
         self.token.write_text(secrets.token_hex(32))
         self.node_local = root / "node-local"  # a private tmpfs on the second node
         self.node_local.mkdir()
+        self.tmp = root / "tmp"  # TMPDIR of nodes and drivers: trial scratch and study copies end with the cluster
+        self.tmp.mkdir()
         self.gcs_port, self.dash_port = _free_port(), _free_port()
         self.procs: list[subprocess.Popen] = []
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env.update(PATH=f"{RAY.parent}:{env.get('PATH', '')}", RAY_AUTH_MODE="token",
-                   RAY_AUTH_TOKEN_PATH=str(self.token), RAY_USAGE_STATS_ENABLED="0", ASCOOD_CACHE=str(cache))
+                   RAY_AUTH_TOKEN_PATH=str(self.token), RAY_USAGE_STATS_ENABLED="0", ASCOOD_CACHE=str(cache),
+                   TMPDIR=str(self.tmp))
         self.env = env
         self.unshare = _mount_namespace(self.node_local)
 
@@ -80,6 +83,7 @@ class LocalCluster:
 
     def client_env(self, *, token: bool = True) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env["TMPDIR"] = str(self.tmp)
         if token:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token))
         return env
