@@ -12,10 +12,10 @@ from ascood.trial import run_trial
 
 
 def main() -> None:
-    out, saliency_mode = Path(sys.argv[1]), sys.argv[2]
+    out, saliency_mode, benchmark = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     accelerator = make_accelerator()
     cfg = validate_config(
-        dict(benchmark="cmnist", epochs=1, batch_size=64, scorers="msp,iodin", saliency_mode=saliency_mode)
+        dict(benchmark=benchmark, epochs=1, batch_size=64, scorers="msp,iodin", saliency_mode=saliency_mode)
     )
     rank = accelerator.process_index
 

@@ -20,13 +20,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("saliency_mode", ["eval", "train"])
-def test_two_process_ddp_trains_one_model(tmp_path, saliency_mode):
+@pytest.mark.parametrize(
+    "saliency_mode, benchmark",
+    [("eval", "cmnist"), ("train", "cmnist"), ("eval", "waterbirds[size=32]")],
+    ids=["eval", "train", "real-layout-resized-crops"],
+)
+def test_two_process_ddp_trains_one_model(tmp_path, saliency_mode, benchmark):
+    """The real-layout case adds memory-mapped decoded images and per-rank random resized crops."""
+    root = tmp_path / "data"
+    if benchmark.startswith("waterbirds"):
+        from ascood.data import fixtures
+
+        fixtures.write_native(root, "waterbirds")
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), str(WORKER), str(tmp_path), saliency_mode,
+        "--master_port", str(_free_port()), str(WORKER), str(tmp_path), saliency_mode, benchmark,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ASCOOD_DATA": str(root)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -38,6 +48,6 @@ def test_two_process_ddp_trains_one_model(tmp_path, saliency_mode):
     df = pd.read_parquet(tmp_path / "run" / "results.parquet")
     from ascood.data import load_benchmark
 
-    data = load_benchmark("cmnist")
+    data = load_benchmark(benchmark, root=root)
     assert (df.loc[df["split"] == "test", "n_id"] == len(data.test)).all(), "eval outputs gathered from both ranks"
     assert (df.loc[df["split"] == "val", "n_id"] == len(data.val)).all()
