@@ -248,6 +248,14 @@ def test_missing_data_and_bad_parameters_say_where_and_what(tmp_path):
         load_benchmark("aircraft[split=2]", root=root)
 
 
+def test_an_ood_set_read_from_another_datasets_folder_is_required(tmp_path):
+    root = tmp_path / "data"
+    fixtures.write_cifar(root, "cifar10")
+    fixtures.write_ood_folders(root, definitions()["cifar10"])
+    with pytest.raises(DatasetNotFound, match=f"ood/cifar100/test: not found at {root / 'cifar-100-python'}"):
+        load_benchmark("cifar10", root=root)
+
+
 def test_ascood_data_check_reports_a_missing_split_and_a_corrupt_image(tmp_path):
     root = tmp_path / "data"
     fixtures.write_native(root, "waterbirds")

@@ -263,7 +263,11 @@ def _native_parts(defn: BenchmarkDef, root: Path, params: dict, inv: Inventory) 
         inv.parts.append(Part(f"id/{split}", str(directory), id_splits[split]))
     for o in defn.ood:
         if o.native is not None:
-            for half, records in derived[o.native].items():
+            halves = derived[o.native]
+            if isinstance(halves, Path):  # read from another dataset's folder, which is missing
+                inv.parts.append(Part(f"ood/{o.name}/test", str(halves)))
+                continue
+            for half, records in halves.items():
                 inv.parts.append(Part(f"ood/{o.name}/{half}", str(directory), records))
             continue
         folder = root / "ood" / (o.folder or o.name)
@@ -390,16 +394,15 @@ def _as_ood(r: Records) -> Records:
 
 def _read_cifar10(defn, root, directory, params):
     train, val, test = _cifar_parts(directory, "cifar10")
-    derived = {}
     other = root / "cifar-100-python"
-    derived["cifar100_test"] = {"test": _as_ood(_cifar_parts(other, "cifar100")[2])} if other.exists() else {}
+    derived = {"cifar100_test": {"test": _as_ood(_cifar_parts(other, "cifar100")[2])} if other.exists() else other}
     return {"train": train, "val": val, "test": test}, derived
 
 
 def _read_cifar100(defn, root, directory, params):
     train, val, test = _cifar_parts(directory, "cifar100")
     other = root / "cifar-10-batches-py"
-    derived = {"cifar10_test": {"test": _as_ood(read_cifar(other, ["test_batch"], "labels"))} if other.exists() else {}}
+    derived = {"cifar10_test": {"test": _as_ood(read_cifar(other, ["test_batch"], "labels"))} if other.exists() else other}
     return {"train": train, "val": val, "test": test}, derived
 
 
