@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -246,6 +247,22 @@ def test_missing_data_and_bad_parameters_say_where_and_what(tmp_path):
     root = _tree(tmp_path, "aircraft", "openood")
     with pytest.raises(DatasetError, match="the OpenOOD image lists fix split"):
         load_benchmark("aircraft[split=2]", root=root)
+
+
+def test_without_leaves_ood_sets_out_and_says_so_in_the_name(tmp_path):
+    root = tmp_path / "data"
+    fixtures.write_openood(root, "cifar10")
+    shutil.rmtree(root / "images_classic" / "svhn")
+    (root / "benchmark_imglist/cifar10/test_mnist.txt").unlink()
+    with pytest.raises(DatasetError, match="ood/mnist/test: not found"):
+        load_benchmark("cifar10", root=root)
+    d = load_benchmark("cifar10[without=mnist+svhn]", root=root)
+    assert d.name == "cifar10[without=mnist+svhn]"
+    assert [o.name for o in d.ood] == ["cifar100", "tin", "texture", "places365"]
+    with pytest.raises(UnknownBenchmarkError, match="expected OOD set names"):
+        load_benchmark("cifar10[without=nope]", root=root)
+    with pytest.raises(UnknownBenchmarkError, match="leaves no validation OOD set"):
+        load_benchmark("cifar10[without=tin]", root=root)
 
 
 def test_an_ood_set_read_from_another_datasets_folder_is_required(tmp_path):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ascood.data.decode import decode_files
-from ascood.data.real import definitions, geometry, inventory, resolve_params
+from ascood.data.real import definitions, geometry, inventory, specialize
 from ascood.data.registry import cache_dir, get_spec, parse_name
 
 
@@ -41,8 +41,7 @@ def check_benchmark(name: str, root: Path, *, decode: bool = True) -> BenchmarkR
     cached) so unreadable files are found and counted."""
     get_spec(name)  # an unknown name or bad parameter fails here, before any I/O
     base, given = parse_name(name)
-    defn = definitions()[base]
-    params = resolve_params(defn, given)
+    defn, params = specialize(definitions()[base], given)
     inv = inventory(defn, root, params)
     decode_size, _ = geometry(defn, int(params["size"]))
     parts = []

@@ -117,13 +117,34 @@ def normalization(defn: BenchmarkDef) -> tuple[tuple[float, ...], tuple[float, .
 # ---------------------------------------------------------------- parameters
 
 
+def specialize(defn: BenchmarkDef, given: dict[str, str]) -> tuple[BenchmarkDef, dict[str, float | int | None]]:
+    """The definition and parameters a parameterised name stands for: `without=a+b` leaves OOD
+    sets out (for data a user cannot get; the name then says the benchmark is not the paper's)."""
+    given = dict(given)
+    without = given.pop("without", None)
+    params = resolve_params(defn, given)
+    if without is None:
+        return defn, params
+    names = [n for n in without.split("+") if n]
+    unknown = [n for n in names if n not in {o.name for o in defn.ood}]
+    if unknown or not names:
+        raise UnknownBenchmarkError(f"{defn.name}[without=…]: expected OOD set names joined by '+' from "
+                                    f"{', '.join(o.name for o in defn.ood)}, got {without!r}")
+    kept = [o for o in defn.ood if o.name not in names]
+    if not any(o.openood.val for o in kept):
+        raise UnknownBenchmarkError(f"{defn.name}[without={without}]: leaves no validation OOD set "
+                                    f"(keep one of {', '.join(o.name for o in defn.ood if o.openood.val)})")
+    return defn.model_copy(update={"ood": kept}), params
+
+
 def resolve_params(defn: BenchmarkDef, given: dict[str, str]) -> dict[str, float | int | None]:
     """The benchmark's parameters (`split`, `r`, and `size` for every real benchmark) with the
     given overrides parsed and checked."""
     params: dict[str, float | int | None] = {**defn.params, "size": defn.image.size}
     for key, text in given.items():
         if key not in params:
-            raise UnknownBenchmarkError(f"{defn.name}: unknown parameter {key!r}; expected one of {', '.join(sorted(params))}")
+            expected = ", ".join(sorted([*params, "without"]))
+            raise UnknownBenchmarkError(f"{defn.name}: unknown parameter {key!r}; expected one of {expected}")
         try:
             value = float(text) if key == "r" else int(text)
         except ValueError:
@@ -514,9 +535,9 @@ def _decoded(records: Records, size: int, store: Path) -> Split:
 def _register() -> None:
     for name, defn in definitions().items():
         def builder(seed: int, root: Path, _defn: BenchmarkDef = defn, **given: str) -> BenchmarkData:
-            params = resolve_params(_defn, given)
+            specialized, params = specialize(_defn, given)
             label = _defn.name if not given else f"{_defn.name}[{','.join(f'{k}={v}' for k, v in given.items())}]"
-            return build(_defn, Path(root), params, label)
+            return build(specialized, Path(root), params, label)
 
         register_benchmark(name, setting=defn.setting, description=defn.description, params=True)(builder)
 
