@@ -71,8 +71,8 @@ def cache_key(paths: Sequence[str | Path], size: int) -> str:
     return h.hexdigest()[:24]
 
 
-def _decode_chunk(args: tuple[str, int, int, list[str], int]) -> list[tuple[int, str, str]]:
-    tmp, n, start, paths, size = args
+def _decode_chunk(args: tuple[str, int, list[str], int]) -> list[tuple[int, str, str]]:
+    tmp, start, paths, size = args
     out = np.lib.format.open_memmap(tmp, mode="r+")
     bad = []
     for i, p in enumerate(paths):
@@ -123,7 +123,7 @@ def _build(paths: list[str], size: int, npy: Path, meta: Path, workers: int | No
     tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.tmp.npy")
     n = len(paths)
     np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, size, size)).flush()
-    jobs = [(str(tmp), n, s, paths[s : s + CHUNK], size) for s in range(0, n, CHUNK)]
+    jobs = [(str(tmp), s, paths[s : s + CHUNK], size) for s in range(0, n, CHUNK)]
     workers = workers or min(os.cpu_count() or 1, 16)
     if workers > 1 and len(jobs) > 1:
         with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
