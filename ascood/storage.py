@@ -1,4 +1,4 @@
-"""Every output path goes through here: local directories now, object storage (s3://, gs://) later.
+"""Every output path goes through here: local directories and object storage (s3://, gs://).
 
 Paths are URIs or local paths; pyarrow's filesystems resolve both. Local writes are atomic (temp
 file in the same directory, then rename); object stores make a single PUT atomic by themselves.
@@ -65,3 +65,42 @@ def list_files(location: str | Path, suffix: str = "") -> list[str]:
 def delete(location: str | Path) -> None:
     fs, path = resolve(location)
     fs.delete_file(path)
+
+
+def read_text(loc: str) -> str | None:
+    fs, path = resolve(loc)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def write_text(loc: str, text: str) -> None:
+    fs, path = resolve(loc)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def has_entries(loc: str) -> bool:
+    """True when the directory (or prefix) exists and holds anything."""
+    fs, path = resolve(loc)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return False
+    return bool(fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True)))
+
+
+def delete_tree(loc: str) -> None:
+    fs, path = resolve(loc)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+
+
+def copy_tree(src: str, dst: str) -> None:
+    """Copy a directory between a local path and a URI (either way); a missing source is a no-op."""
+    sfs, spath = resolve(src)
+    if sfs.get_file_info(spath).type != pafs.FileType.Directory:
+        return
+    dfs, dpath = resolve(dst)
+    dfs.create_dir(dpath, recursive=True)
+    pafs.copy_files(spath, dpath, source_filesystem=sfs, destination_filesystem=dfs)

@@ -192,7 +192,7 @@ def print_summary(console: Console, out: Path | str, *, as_json: bool = False) -
     import tempfile
 
     from ascood import storage
-    from ascood.cluster.storage import read_text
+    from ascood.storage import read_text
     from ascood.sweep.spec import SweepFileError, load_sweep
     from ascood.sweep.summary import summarize, summary_json, summary_table
 

@@ -41,45 +41,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def read_text(loc: str) -> str | None:
-    fs, path = storage.resolve(loc)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
-
-
-def write_text(loc: str, text: str) -> None:
-    fs, path = storage.resolve(loc)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
-
-
-def has_entries(loc: str) -> bool:
-    """True when the directory (or prefix) exists and holds anything."""
-    fs, path = storage.resolve(loc)
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
-        return False
-    return bool(fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True)))
-
-
-def delete_tree(loc: str) -> None:
-    fs, path = storage.resolve(loc)
-    if fs.get_file_info(path).type == pafs.FileType.Directory:
-        fs.delete_dir(path)
-
-
-def copy_tree(src: str, dst: str) -> None:
-    """Copy a directory between a local path and a URI (either way); a missing source is a no-op."""
-    sfs, spath = storage.resolve(src)
-    if sfs.get_file_info(spath).type != pafs.FileType.Directory:
-        return
-    dfs, dpath = storage.resolve(dst)
-    dfs.create_dir(dpath, recursive=True)
-    pafs.copy_files(spath, dpath, source_filesystem=sfs, destination_filesystem=dfs)
-
-
 def _key(out: str) -> str:
     return hashlib.sha256(out.encode()).hexdigest()[:16]
 
@@ -99,7 +60,7 @@ def _probe(marker: str, token: str) -> tuple[str, str, str | None]:
     node = ray.get_runtime_context().get_node_id()
     where = f"{socket.gethostname()} ({node[:8]})"
     try:
-        seen = read_text(marker)
+        seen = storage.read_text(marker)
     except OSError as exc:
         return node, where, f"cannot read it: {_first_line(exc)}"
     if seen is None:
@@ -108,7 +69,7 @@ def _probe(marker: str, token: str) -> tuple[str, str, str | None]:
         return node, where, "sees a different directory at that path"
     mine = f"{marker}-{node[:16]}"
     try:
-        write_text(mine, node)
+        storage.write_text(mine, node)
         storage.delete(mine)
     except OSError as exc:
         return node, where, f"cannot write to it: {_first_line(exc)}"
@@ -128,7 +89,7 @@ def check_shared(out: str, token: str, *, timeout_s: float = 300.0) -> int:
 
     marker = storage.join(out, CHECK)
     try:
-        write_text(marker, token)
+        storage.write_text(marker, token)
     except OSError as exc:
         raise OutputNotShared(f"output {out}: not writable from the driver ({_first_line(exc)})") from None
     try:
@@ -158,18 +119,18 @@ def check_shared(out: str, token: str, *, timeout_s: float = 300.0) -> int:
 
 
 def read_marker(out: str) -> str | None:
-    text = read_text(storage.join(out, MARKER))
+    text = storage.read_text(storage.join(out, MARKER))
     return text.strip() if text else None
 
 
 def write_marker(out: str, token: str) -> None:
-    write_text(storage.join(out, MARKER), token)
+    storage.write_text(storage.join(out, MARKER), token)
 
 
 def verify_marker(out: str, token: str) -> None:
     """In a trial: refuse to write into an output this node does not share with the driver."""
     try:
-        seen = read_text(storage.join(out, MARKER))
+        seen = storage.read_text(storage.join(out, MARKER))
     except OSError as exc:
         seen, why = None, _first_line(exc)
     else:
@@ -195,13 +156,13 @@ def pull(remote: str | None, local: Path) -> None:
     if remote is None:
         return
     shutil.rmtree(local, ignore_errors=True)
-    copy_tree(remote, str(local))
+    storage.copy_tree(remote, str(local))
 
 
 def push(local: Path, remote: str | None) -> None:
     """After a checkpoint: keep the trial's files where every node (and the user) finds them."""
     if remote is not None and local.is_dir():
-        copy_tree(str(local), remote)
+        storage.copy_tree(str(local), remote)
 
 
 # ---- the Optuna study -----------------------------------------------------------------------

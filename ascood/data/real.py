@@ -8,6 +8,7 @@ shows the inventory; a sweep builds every benchmark before its first trial.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from functools import cache
@@ -100,17 +101,21 @@ class BenchmarkDef(_Strict):
 
 
 @cache
+def _raw() -> dict:
+    return yaml.safe_load(DEFINITIONS.read_text())
+
+
+@cache
 def definitions() -> dict[str, BenchmarkDef]:
-    raw = yaml.safe_load(DEFINITIONS.read_text())
     out = {}
-    for name, d in raw["benchmarks"].items():
+    for name, d in _raw()["benchmarks"].items():
         ood = [o for item in d["ood"] for o in (item if isinstance(item, list) else [item])]
         out[name] = BenchmarkDef(name=name, **{**d, "ood": ood})
     return out
 
 
 def normalization(defn: BenchmarkDef) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    stats = yaml.safe_load(DEFINITIONS.read_text())["normalization"][defn.normalization]
+    stats = _raw()["normalization"][defn.normalization]
     return tuple(stats["mean"]), tuple(stats["std"])
 
 
@@ -239,7 +244,8 @@ def _images_base(root: Path, list_file: Path, bases: list[str]) -> Path:
     """The first candidate base under which the list's first entries exist (the authors' lists
     and OpenOOD's differ in whether the dataset folder is part of each line)."""
     try:
-        first = [ln.split(" ", 1)[0] for ln in list_file.read_text().splitlines()[:3] if ln.strip()]
+        with open(list_file) as f:
+            first = [ln.split(" ", 1)[0] for ln in itertools.islice(f, 3) if ln.strip()]
     except OSError:
         first = []
     for base in bases:

@@ -77,8 +77,8 @@ class SweepPaths:
 def prepare_output(paths: SweepPaths, spec_text: str, *, resume: bool, fresh: bool) -> None:
     """Claim the output directory for this sweep file, or refuse with the reason."""
     if fresh:
-        shared.delete_tree(paths.out)
-    previous = shared.read_text(paths.spec_copy)
+        storage.delete_tree(paths.out)
+    previous = storage.read_text(paths.spec_copy)
     if previous is not None:
         if _digest(previous) != _digest(spec_text):
             raise SweepSetupError(
@@ -88,9 +88,9 @@ def prepare_output(paths: SweepPaths, spec_text: str, *, resume: bool, fresh: bo
         if not resume:
             raise SweepSetupError(f"{paths.out}: holds this sweep already; use --resume to continue it or --fresh")
         return
-    if shared.has_entries(paths.out):
+    if storage.has_entries(paths.out):
         raise SweepSetupError(f"{paths.out}: exists and is not a sweep output; use another output or --fresh")
-    shared.write_text(paths.spec_copy, spec_text)
+    storage.write_text(paths.spec_copy, spec_text)
 
 
 def _digest(text: str) -> str:
