@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ascood.results import COLUMNS, SCHEMA_VERSION, read_results
-
-SETTING_COLUMNS = ("alpha_max", "alpha_min", "p_inv", "lam", "sigma", "ood_type", "lr")
+from ascood.results import COLUMNS, SCHEMA_VERSION, SETTING_COLUMNS, read_results
 
 
 class AnalysisInputError(ValueError):

@@ -20,11 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.load import SETTING_COLUMNS, AnalysisInputError, load_sweeps, setting_id  # noqa: E402
+from analysis.load import AnalysisInputError, load_sweeps, setting_id  # noqa: E402
 from analysis.robust import Pick, bootstrap_wins, pick  # noqa: E402
+from ascood.results import METRICS, SETTING_COLUMNS, select  # noqa: E402
 from ascood.sweep.objective import objective_rows  # noqa: E402
 from ascood.sweep.spec import Objective, SweepFileError, load_sweep  # noqa: E402
-from ascood.sweep.summary import final_epoch_rows  # noqa: E402
+from ascood.sweep.summary import summarize_frame  # noqa: E402
 
 PLOTTED = ("alpha_max", "p_inv", "lam", "sigma")
 
@@ -58,16 +59,13 @@ def _objective(outputs: list[Path]) -> Objective:
 
 def _metric_by(rows: pd.DataFrame, objective: Objective, split: str, keys: list[str]) -> pd.DataFrame:
     """Per group of `keys`: objective scorer's metrics averaged over the selected OOD sets."""
-    sel = rows[(rows["split"] == split) & (rows["scorer"] == objective.scorer)]
-    if objective.ood != "all":
-        sel = sel[(sel["ood_group"] == objective.ood) | (sel["ood_set"] == objective.ood)]
-    return sel.groupby(keys)[["auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy"]].mean().reset_index()
+    sel = select(rows, split=split, scorer=objective.scorer, ood=objective.ood)
+    return sel.groupby(keys)[[*METRICS, "id_accuracy"]].mean().reset_index()
 
 
 def transfer_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Completed transfer runs at their last epoch, labelled with their setting."""
-    rows = df[(df["stage"] == "transfer") & (df["status"] == "completed") & (df["epoch"] > 0)]
-    rows = final_epoch_rows(rows).copy()
+    rows = select(df, stage="transfer", completed=True, final_epoch=True).copy()
     rows["setting"] = [setting_id(r) if r["method"] == "ascood" else "plain CE baseline" for _, r in rows.iterrows()]
     return rows
 
@@ -92,8 +90,6 @@ def _test_of_settings(rows: pd.DataFrame, objective: Objective) -> pd.DataFrame:
 
 
 def per_dataset_table(df: pd.DataFrame, objective: Objective) -> pd.DataFrame:
-    from ascood.sweep.summary import summarize_frame
-
     rows = []
     for _, sweep_df in df.groupby("sweep_dir", sort=False):
         for s in summarize_frame(sweep_df, objective):
@@ -140,8 +136,7 @@ def _save(fig, path: Path) -> Path:
 
 def marginal_plot(df: pd.DataFrame, objective: Objective, path: Path) -> Path:
     """Validation objective of every completed search trial against each searched parameter."""
-    search = df[(df["stage"] == "search") & (df["status"] == "completed") & (df["epoch"] > 0)]
-    search = final_epoch_rows(search)
+    search = select(df, stage="search", completed=True, final_epoch=True)
     val = _metric_by(search, objective, "val", ["benchmark", "trial_id", *SETTING_COLUMNS])
     fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4 * len(PLOTTED), 3.4), squeeze=False)
     for ax, param in zip(axes[0], PLOTTED, strict=True):
@@ -158,7 +153,7 @@ def marginal_plot(df: pd.DataFrame, objective: Objective, path: Path) -> Path:
 
 def pareto_plot(df: pd.DataFrame, objective: Objective, path: Path) -> Path:
     """ID accuracy against validation OOD AUROC per search trial, with each dataset's Pareto front."""
-    search = final_epoch_rows(df[(df["stage"] == "search") & (df["status"] == "completed") & (df["epoch"] > 0)])
+    search = select(df, stage="search", completed=True, final_epoch=True)
     val = _metric_by(search, objective, "val", ["benchmark", "trial_id"])
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for dataset, g in val.groupby("benchmark"):
@@ -217,7 +212,7 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 500) ->
         picks.to_csv(out_dir / "picks.csv", index=False)
         picks.to_parquet(out_dir / "picks.parquet")
     report.importance = importance(outputs, datasets)
-    if not df[(df["stage"] == "search") & (df["status"] == "completed")].empty:
+    if not select(df, stage="search", completed=True).empty:
         report.plots["marginal"] = marginal_plot(df, objective, out_dir / "marginal.png")
         report.plots["pareto"] = pareto_plot(df, objective, out_dir / "pareto.png")
     (out_dir / "summary.json").write_text(summary_json(report))

@@ -118,7 +118,7 @@ class TrainConfig(BaseModel):
     @field_validator("benchmark")
     @classmethod
     def _benchmark(cls, v: str) -> str:
-        from ascood.data.registry import get_spec
+        from ascood.data import get_spec
 
         get_spec(v)  # raises with the list of known names
         return v
@@ -154,6 +154,11 @@ class TrainConfig(BaseModel):
         if self.feature_norm is not None:
             return self.feature_norm
         return "zscore" if self.method == "ascood" else "none"
+
+
+def config_json(cfg: TrainConfig) -> str:
+    """The run's identity as text: every field of its validated config (the run id hashes it)."""
+    return cfg.model_dump_json()
 
 
 class ConfigError(ValueError):

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ascood.data.loading import Preprocess, eval_loader
-from ascood.data.registry import BenchmarkData
+from ascood.data import BenchmarkData
 from ascood.metrics import OODMetrics, accuracy, ood_metrics
 from ascood.scorers import InputScorer, Outputs, Scorer
 

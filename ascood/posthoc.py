@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 
 from ascood.config import TrainConfig, validate_config
-from ascood.data.registry import load_benchmark
+from ascood.data import load_benchmark
 from ascood.evaluate import Evaluator
 from ascood.models import create_model
 from ascood.scorers import build_scorers
 from ascood.train import CHECKPOINT, make_accelerator
-from ascood.trial import RunLabels, make_rows, run_id_for
+from ascood.results import RunLabels, make_rows, run_id_for
 
 
 class RunDirError(ValueError):
@@ -38,11 +38,13 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, dict]:
 
 def evaluate_run(
     run_dir: Path, *, benchmark: str | None, scorer_names: list[str] | None, search: bool, use_cache: bool = True,
+    data_root: str | Path | None = None, skip_corrupt: bool = False,
 ) -> list[dict]:
-    """Evaluate one run's last checkpoint; returns rows in the results schema (stage `eval`)."""
+    """Evaluate one run's last checkpoint on its own benchmark or `benchmark`; returns rows in the
+    results schema (stage `eval`), labelled with the benchmark they were measured on."""
     cfg, state = load_run(run_dir)
     name = benchmark or cfg.benchmark
-    data = load_benchmark(name)
+    data = load_benchmark(name, root=data_root, skip_corrupt=skip_corrupt)
     if data.num_classes != cfg.fc_classes(state):
         raise RunDirError(f"{run_dir}: trained with {cfg.fc_classes(state)} classes, {name} has {data.num_classes}")
     accelerator = make_accelerator(cfg.mixed_precision)
@@ -59,10 +61,7 @@ def evaluate_run(
     scorers = build_scorers(scorer_names or list(cfg.scorers), cfg.scorer_overrides())
     cache = run_dir / "features" / f"{name}-epoch{epoch}.pt" if use_cache else None
     results, used = evaluator.evaluate(model, scorers, search=search, cache=cache)
-    rows = make_rows(
-        cfg, data, run_id_for(cfg), epoch, results, used, searched=search, train_loss=None, wall_time_s=None,
-        labels=RunLabels(stage="eval"),
+    return make_rows(
+        cfg, name, data.setting, data.embedded, run_id_for(cfg), epoch, results, used, searched=search,
+        train_loss=None, wall_time_s=None, labels=RunLabels(stage="eval"), status="completed",
     )
-    for r in rows:
-        r["status"] = "completed"
-    return rows

@@ -1,24 +1,38 @@
-"""The results schema (long format) and its one writer: atomic, keyed Parquet files.
+"""The results schema (long format): its columns, every row it holds, its one writer and reader.
 
 One row per (run, epoch evaluated, split, OOD set, scorer); see docs/results-schema.md. Every
-command that produces numbers writes through `write_results`, so analysis reads one format.
-Writes are keyed by (run_id, epoch): rewriting an epoch replaces its rows, never appends a copy.
+command that produces numbers builds its rows here (`make_rows`, `status_row`) and writes them
+through `write_results`, so analysis reads one format. Writes are keyed by (run_id, epoch):
+rewriting an epoch replaces its rows, never appends a copy.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 
 from ascood import storage
+from ascood.config import TrainConfig, config_json
+
+if TYPE_CHECKING:
+    from ascood.evaluate import SplitResult
+    from ascood.scorers import Scorer
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "completed", "stopped-early", "failed")
+# What names one setting of the method (what the cross-setting analysis compares).
+SETTING_COLUMNS = ("alpha_max", "alpha_min", "p_inv", "lam", "sigma", "ood_type", "lr")
+# The per-OOD-set metrics of a row (all in %); `id_accuracy` is per split.
+METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 
 SCHEMA = pa.schema(
     [
@@ -88,6 +102,72 @@ def code_version() -> str:
         return f"ascood-{version('ascood')}"
 
 
+@dataclass(frozen=True)
+class RunLabels:
+    """Where a run sits in a sweep (all None for a single `ascood-train` run)."""
+
+    sweep: str | None = None
+    trial_id: str | None = None
+    stage: str | None = None
+
+
+def run_id_for(cfg: TrainConfig) -> str:
+    digest = hashlib.sha256(config_json(cfg).encode()).hexdigest()[:10]
+    return f"{cfg.benchmark}-{cfg.method}-seed{cfg.seed}-{digest}"
+
+
+def run_columns(cfg: TrainConfig, benchmark: str, setting: str, embedded: bool, run_id: str,
+                labels: RunLabels) -> dict:
+    """The columns every row of a run shares: identity, labels and hyperparameters. `benchmark`
+    is what the rows were measured on (`ascood-eval --benchmark` may differ from the training one)."""
+    return {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": labels.sweep, "trial_id": labels.trial_id,
+        "stage": labels.stage, "benchmark": benchmark, "setting": setting, "embedded": embedded,
+        "method": cfg.method, "backbone": cfg.backbone, "seed": cfg.seed, "epochs": cfg.epochs,
+        "fpr_convention": cfg.fpr_convention, "alpha_max": cfg.alpha_max, "alpha_min": cfg.alpha_min,
+        "p_inv": cfg.p_inv, "lam": cfg.lam, "sigma": cfg.sigma, "ood_type": cfg.ood_type,
+        "feature_norm": cfg.resolved_feature_norm, "saliency_mode": cfg.saliency_mode, "lr": cfg.lr,
+        "fc_lr_factor": cfg.fc_lr_factor, "batch_size": cfg.batch_size,
+        "code_version": code_version(), "config_json": config_json(cfg),
+    }
+
+
+def make_rows(
+    cfg: TrainConfig, benchmark: str, setting: str, embedded: bool, run_id: str, epoch: int,
+    results: list[SplitResult], scorers: list[Scorer], *, searched: bool, train_loss: float | None,
+    wall_time_s: float | None, labels: RunLabels, status: str = "running",
+) -> list[dict]:
+    """One evaluated epoch's rows: one per (split, OOD set, scorer)."""
+    params = {s.name: json.dumps(s.params(), sort_keys=True) for s in scorers}
+    selection = {s.name: "val-auroc" if searched and s.grid else "fixed" for s in scorers}
+    base = {
+        **run_columns(cfg, benchmark, setting, embedded, run_id, labels),
+        "epoch": epoch, "train_loss": train_loss, "status": status, "status_reason": None,
+        "wall_time_s": wall_time_s,
+    }
+    rows = []
+    for split in results:
+        for s in split.sets:
+            rows.append({
+                **base, "split": split.split, "ood_set": s.ood_set, "ood_group": s.ood_group, "scorer": s.scorer,
+                "scorer_params": params[s.scorer], "scorer_selection": selection[s.scorer],
+                "id_accuracy": split.id_accuracy, "n_id": split.n_id, "n_ood": s.n_ood, **s.metrics.as_dict(),
+            })
+    return rows
+
+
+def status_row(cfg: TrainConfig, benchmark: str, setting: str, embedded: bool, run_id: str, status: str,
+               reason: str | None, labels: RunLabels) -> dict:
+    """The one row of a run that ended before any evaluation (metrics null)."""
+    return {**run_columns(cfg, benchmark, setting, embedded, run_id, labels),
+            "epoch": 0, "status": status, "status_reason": reason}
+
+
+def with_status(rows: list[dict], status: str, reason: str | None) -> list[dict]:
+    """The same rows, every one marked with the run's outcome."""
+    return [{**r, "status": status, "status_reason": reason} for r in rows]
+
+
 def to_table(rows: Iterable[dict]) -> pa.Table:
     rows = list(rows)
     for r in rows:
@@ -135,5 +215,31 @@ def upsert_epoch(rows: list[dict], new_rows: list[dict]) -> list[dict]:
 def group_means(df: pd.DataFrame) -> pd.DataFrame:
     """Per (run, epoch, split, scorer, OOD group): plain means of the per-set metrics (OpenOOD)."""
     keys = ["run_id", "epoch", "split", "scorer", "ood_group"]
-    metrics = ["auroc", "fpr95", "aupr_in", "aupr_out"]
-    return df.groupby(keys, as_index=False, sort=False)[metrics].mean()
+    return df.groupby(keys, as_index=False, sort=False)[list(METRICS)].mean()
+
+
+def last_epoch(df: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's rows at its last evaluated epoch."""
+    last = df.groupby("trial_id")["epoch"].transform("max")
+    return df[df["epoch"] == last]
+
+
+def select(
+    df: pd.DataFrame, *, stage: str | None = None, split: str | None = None, scorer: str | None = None,
+    ood: str | None = None, completed: bool = False, final_epoch: bool = False,
+) -> pd.DataFrame:
+    """The rows most questions start from. `ood`: "all", a group or one set; `completed`: evaluated
+    rows of completed runs only; `final_epoch`: each trial's last evaluated epoch (after the rest)."""
+    sel = pd.Series(True, index=df.index)
+    if stage is not None:
+        sel &= df["stage"] == stage
+    if split is not None:
+        sel &= df["split"] == split
+    if scorer is not None:
+        sel &= df["scorer"] == scorer
+    if ood is not None and ood != "all":
+        sel &= (df["ood_group"] == ood) | (df["ood_set"] == ood)
+    if completed:
+        sel &= (df["status"] == "completed") & (df["epoch"] > 0)
+    out = df[sel]
+    return last_epoch(out) if final_epoch else out

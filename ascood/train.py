@@ -24,9 +24,9 @@ from accelerate.utils import set_seed
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from ascood.config import TrainConfig
+from ascood.config import TrainConfig, config_json
 from ascood.data.loading import Preprocess, train_loader
-from ascood.data.registry import BenchmarkData
+from ascood.data import BenchmarkData
 from ascood.method.losses import ascood_loss
 from ascood.method.saliency import saliency_from_logits, true_class_saliency
 from ascood.method.schedule import alpha_at, cosine_lr_factor
@@ -78,10 +78,6 @@ def build_optimizer(model: OODNet, lr: float, momentum: float, weight_decay: flo
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, lr: float) -> LambdaLR:
     """Cosine annealing stepped every iteration, lr → 1e-6 over the whole run."""
     return LambdaLR(optimizer, lambda step: cosine_lr_factor(step, total_steps, lr))
-
-
-def config_json(cfg: TrainConfig) -> str:
-    return cfg.model_dump_json()
 
 
 def run_seed(seed: int, epoch: int, rank: int) -> int:

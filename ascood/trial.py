@@ -7,7 +7,6 @@ neither loses nor duplicates them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -20,32 +19,14 @@ from accelerate import Accelerator
 
 from ascood import storage
 from ascood.config import TrainConfig
-from ascood.data.registry import BenchmarkData, load_benchmark
-from ascood.evaluate import Evaluator, SplitResult
-from ascood.results import SCHEMA_VERSION, code_version, read_rows, upsert_epoch, write_results
-from ascood.scorers import Scorer, build_scorers
-from ascood.train import (
-    CHECKPOINT,
-    EpochHook,
-    EpochStats,
-    StepHook,
-    TrainingDiverged,
-    config_json,
-    fit,
-    make_accelerator,
-)
+from ascood.data import load_benchmark
+from ascood.evaluate import Evaluator
+from ascood.results import RunLabels, make_rows, read_rows, run_id_for, status_row, upsert_epoch, with_status, write_results
+from ascood.scorers import build_scorers
+from ascood.train import CHECKPOINT, EpochHook, EpochStats, StepHook, TrainingDiverged, fit, make_accelerator
 
 RESULTS = "results.parquet"
 ATTEMPTS = "attempts.jsonl"
-
-
-@dataclass(frozen=True)
-class RunLabels:
-    """Where a run sits in a sweep (all None for a single `ascood-train` run)."""
-
-    sweep: str | None = None
-    trial_id: str | None = None
-    stage: str | None = None
 
 
 @dataclass
@@ -54,47 +35,6 @@ class TrialResult:
     status: str
     reason: str | None
     rows: list[dict] = field(default_factory=list)
-
-
-def run_id_for(cfg: TrainConfig) -> str:
-    digest = hashlib.sha256(config_json(cfg).encode()).hexdigest()[:10]
-    return f"{cfg.benchmark}-{cfg.method}-seed{cfg.seed}-{digest}"
-
-
-def run_columns(cfg: TrainConfig, setting: str, embedded: bool, run_id: str, labels: RunLabels) -> dict:
-    """The columns every row of a run shares: identity, labels and hyperparameters."""
-    return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": labels.sweep, "trial_id": labels.trial_id,
-        "stage": labels.stage, "benchmark": cfg.benchmark, "setting": setting, "embedded": embedded,
-        "method": cfg.method, "backbone": cfg.backbone, "seed": cfg.seed, "epochs": cfg.epochs,
-        "fpr_convention": cfg.fpr_convention, "alpha_max": cfg.alpha_max, "alpha_min": cfg.alpha_min,
-        "p_inv": cfg.p_inv, "lam": cfg.lam, "sigma": cfg.sigma, "ood_type": cfg.ood_type,
-        "feature_norm": cfg.resolved_feature_norm, "saliency_mode": cfg.saliency_mode, "lr": cfg.lr,
-        "fc_lr_factor": cfg.fc_lr_factor, "batch_size": cfg.batch_size,
-        "code_version": code_version(), "config_json": config_json(cfg),
-    }
-
-
-def make_rows(
-    cfg: TrainConfig, data: BenchmarkData, run_id: str, epoch: int, results: list[SplitResult],
-    scorers: list[Scorer], *, searched: bool, train_loss: float | None, wall_time_s: float | None, labels: RunLabels,
-) -> list[dict]:
-    params = {s.name: json.dumps(s.params(), sort_keys=True) for s in scorers}
-    selection = {s.name: "val-auroc" if searched and s.grid else "fixed" for s in scorers}
-    base = {
-        **run_columns(cfg, data.setting, data.embedded, run_id, labels),
-        "epoch": epoch, "train_loss": train_loss, "status": "running", "status_reason": None,
-        "wall_time_s": wall_time_s,
-    }
-    rows = []
-    for split in results:
-        for s in split.sets:
-            rows.append({
-                **base, "split": split.split, "ood_set": s.ood_set, "ood_group": s.ood_group, "scorer": s.scorer,
-                "scorer_params": params[s.scorer], "scorer_selection": selection[s.scorer], "id_accuracy": split.id_accuracy, "n_id": split.n_id,
-                "n_ood": s.n_ood, **s.metrics.as_dict(),
-            })
-    return rows
 
 
 def checkpoint_epoch(out_dir: Path) -> int:
@@ -125,6 +65,8 @@ def run_trial(
     overwrite: bool = False,
     results_path: str | None = None,
     labels: RunLabels = RunLabels(),
+    data_root: str | Path | None = None,
+    skip_corrupt: bool = False,
     on_step: StepHook | None = None,
     on_epoch: EpochHook | None = None,
     on_rows: Callable[[list[dict]], None] | None = None,
@@ -133,6 +75,8 @@ def run_trial(
 
     Rows go to `results_path` (default `out_dir/results.parquet`); `on_rows` sees each evaluated
     epoch's new rows on every process, after that epoch's checkpoint (a sweep reports from them).
+    `data_root` and `skip_corrupt` say where a real benchmark's data is and what to do with an
+    unreadable image; neither is part of the run's identity.
     """
     out_dir = Path(out_dir)
     results = results_path or str(out_dir / RESULTS)
@@ -144,7 +88,7 @@ def run_trial(
             storage.delete(results)
     accelerator.wait_for_everyone()
     with accelerator.main_process_first():
-        data = load_benchmark(cfg.benchmark)
+        data = load_benchmark(cfg.benchmark, root=data_root, skip_corrupt=skip_corrupt)
     run_id = run_id_for(cfg)
     done = checkpoint_epoch(out_dir)
     rows = _kept_rows(results, run_id, done)
@@ -160,10 +104,11 @@ def run_trial(
     trial = TrialResult(run_id, "running", None)
 
     def write(status: str, reason: str | None) -> None:
-        for r in rows:
-            r["status"], r["status_reason"] = status, reason
+        nonlocal rows
+        rows = with_status(rows, status, reason)
         if accelerator.is_main_process:
-            write_results(results, rows or [status_row(cfg, data.setting, data.embedded, run_id, status, reason, labels)])
+            write_results(results, rows or [status_row(cfg, cfg.benchmark, data.setting, data.embedded, run_id, status,
+                                                       reason, labels)])
 
     fresh_rows: list[dict] = []
 
@@ -173,8 +118,9 @@ def run_trial(
         if stats.epoch % cfg.eval_every == 0 or stats.epoch == cfg.epochs:
             results, used = evaluator.evaluate(model, scorers, search=cfg.scorer_search)
             fresh_rows = make_rows(
-                cfg, data, run_id, stats.epoch, results, used, searched=cfg.scorer_search, train_loss=stats.loss,
-                wall_time_s=wall0 + time.perf_counter() - t0, labels=labels,
+                cfg, cfg.benchmark, data.setting, data.embedded, run_id, stats.epoch, results, used,
+                searched=cfg.scorer_search, train_loss=stats.loss, wall_time_s=wall0 + time.perf_counter() - t0,
+                labels=labels,
             )
             rows = upsert_epoch(rows, fresh_rows)
             # The last epoch's rows are final as written: the process may be stopped right after.
@@ -198,9 +144,3 @@ def run_trial(
     trial.rows = rows
     return trial
 
-
-def status_row(
-    cfg: TrainConfig, setting: str, embedded: bool, run_id: str, status: str, reason: str | None, labels: RunLabels
-) -> dict:
-    """The one row of a run that ended before any evaluation (metrics null)."""
-    return {**run_columns(cfg, setting, embedded, run_id, labels), "epoch": 0, "status": status, "status_reason": reason}

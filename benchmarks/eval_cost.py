@@ -65,7 +65,7 @@ def main() -> None:
     evaluate_run(run, benchmark=None, scorer_names=names, search=True, use_cache=True)
     cached = time.perf_counter() - t0
 
-    from ascood.data.registry import load_benchmark
+    from ascood.data import load_benchmark
     from ascood.models import create_model
     from ascood.train import make_accelerator
 

@@ -54,7 +54,7 @@ def main() -> None:
     from ascood.config import TrainConfig
     from ascood.data.decode import decode_files
     from ascood.data.loading import Preprocess, train_loader
-    from ascood.data.registry import BenchmarkData, Geometry, Split
+    from ascood.data import BenchmarkData, Geometry, Split
     from ascood.models import create_model
     from ascood.train import ascood_step, make_accelerator
 

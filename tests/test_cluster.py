@@ -286,7 +286,7 @@ def test_dockerfile_installs_the_projects_own_pins():
 
 
 def test_fractional_gpus_share_a_gpu_and_map_to_tune_resources(tmp_path):
-    from ascood.sweep.engine import concurrency, trial_resources
+    from ascood.sweep.resources import concurrency, trial_resources
     from ascood.sweep.spec import Resources, SweepSpec
 
     base = yaml.safe_load(_sweep_file(tmp_path / "s.yaml", str(tmp_path / "out")).read_text())

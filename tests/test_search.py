@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import torch
 
-from ascood.data.registry import BenchmarkData, OODSet, Split
+from ascood.data import BenchmarkData, OODSet, Split
 from ascood.evaluate import Evaluator
 from ascood.models import create_model
 from ascood.scorers import build_scorers

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv[1:])
 
     from ascood.data.check import check_benchmark, real_benchmarks
-    from ascood.data.registry import DatasetError, UnknownBenchmarkError, data_root, get_spec, parse_name
+    from ascood.data.env import data_root
+    from ascood.data.errors import DatasetError, UnknownBenchmarkError
+    from ascood.data.registry import get_spec, parse_name
 
     items = list(args.items)
     known = set(real_benchmarks())

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -52,13 +51,11 @@ def metric_table(df: pd.DataFrame, metric: str, title: str) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ascood.data.registry import DatasetError, UnknownBenchmarkError
+    from ascood.data import DatasetError, UnknownBenchmarkError
+    from ascood.data.env import skip_corrupt_from_env
     from ascood.posthoc import RunDirError, evaluate_run
     from ascood.results import write_results
     from ascood.scorers import SCORERS
-
-    if args.data_root:
-        os.environ["ASCOOD_DATA"] = str(args.data_root)
     names = list(SCORERS) if args.scorers == "all" else [s.strip() for s in args.scorers.split(",")]
     unknown = [s for s in names if s not in SCORERS]
     if unknown:
@@ -69,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]{PROG}[/bold] {run}: {len(names)} scorers, search {'off' if args.no_search else 'on validation'}")
         try:
             rows = evaluate_run(run, benchmark=args.benchmark, scorer_names=names, search=not args.no_search,
-                                use_cache=not args.no_cache)
+                                use_cache=not args.no_cache, data_root=args.data_root,
+                                skip_corrupt=skip_corrupt_from_env())
         except (RunDirError, UnknownBenchmarkError, DatasetError) as exc:
             fail(PROG, str(exc))
         if args.out is None:

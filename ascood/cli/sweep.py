@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def _submission(prog: str, args: argparse.Namespace):
     import ascood
     from ascood import storage
     from ascood.cluster.jobs import Submission
-    from ascood.data.registry import UnknownBenchmarkError
+    from ascood.data import UnknownBenchmarkError
     from ascood.sweep.spec import SweepFileError, load_sweep
 
     try:
@@ -227,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _run_parser().parse_args(argv)
 
     from ascood.config import ConfigError
-    from ascood.data.registry import DatasetError, UnknownBenchmarkError
+    from ascood.data import DatasetError, UnknownBenchmarkError
+    from ascood.data.env import skip_corrupt_from_env
     from ascood.sweep.engine import SweepRun, SweepSetupError, run_sweep
     from ascood.sweep.progress import SweepProgress
     from ascood.sweep.spec import SweepFileError, load_sweep
@@ -236,11 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         spec, _ = load_sweep(args.file)
     except (SweepFileError, UnknownBenchmarkError) as exc:
         fail(PROG, str(exc))
-    if args.data_root:
-        spec = spec.model_copy(update={"data_root": args.data_root})
+    data_root = args.data_root or spec.data_root or os.environ.get("ASCOOD_DATA")
+    if data_root:
+        spec = spec.model_copy(update={"data_root": str(data_root)})
     if args.output:
         spec = spec.model_copy(update={"output": args.output})
-    run = SweepRun(spec, Path(args.file).read_text(), resume=args.resume, fresh=args.fresh, address=args.address)
+    run = SweepRun(spec, Path(args.file).read_text(), resume=args.resume, fresh=args.fresh, address=args.address,
+                   skip_corrupt=skip_corrupt_from_env())
     label = f"val/{spec.objective.name} ({spec.objective.scorer})"
     live = console.is_terminal and not args.no_progress
     console.print(f"[bold]{PROG}[/bold] {spec.name}: {len(spec.datasets)} datasets -> {spec.output}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import types
 import typing
 from pathlib import Path
@@ -111,12 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         fail(PROG, str(exc))
 
-    from ascood.data.registry import DatasetError
+    from ascood.data import DatasetError
+    from ascood.data.env import skip_corrupt_from_env
+    from ascood.results import run_id_for
     from ascood.train import make_accelerator
-    from ascood.trial import run_id_for, run_trial
-
-    if args.data_root:
-        os.environ["ASCOOD_DATA"] = str(args.data_root)
+    from ascood.trial import run_trial
 
     accelerator = make_accelerator(cfg.mixed_precision)
     main_proc = PartialState().is_main_process
@@ -145,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]{PROG}[/bold] {cfg.method} on {cfg.benchmark} -> {out}")
     try:
         with progress:
-            result = run_trial(cfg, out, accelerator=accelerator, overwrite=args.overwrite, on_step=on_step, on_epoch=on_epoch)
+            result = run_trial(cfg, out, accelerator=accelerator, overwrite=args.overwrite, data_root=args.data_root,
+                               skip_corrupt=skip_corrupt_from_env(), on_step=on_step, on_epoch=on_epoch)
     except (WeightsError, CheckpointMismatch, DatasetError) as exc:
         fail(PROG, str(exc))
     if not main_proc:

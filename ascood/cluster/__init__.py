@@ -1,1 +1,2 @@
-"""Running sweeps on a Ray cluster: shared outputs (`storage`) and Ray Jobs (`jobs`)."""
+"""Running sweeps on a Ray cluster as Ray Jobs (`jobs`); the shared-output checks a cluster sweep
+needs live with the sweep engine (`ascood.sweep.shared_output`)."""

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ascood.data.decode import decode_files
+from ascood.data.env import cache_dir
 from ascood.data.real import definitions, geometry, inventory, specialize
-from ascood.data.registry import cache_dir, get_spec, parse_name
+from ascood.data.registry import get_spec, parse_name
 
 
 @dataclass

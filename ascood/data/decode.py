@@ -21,14 +21,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ascood.data.registry import DatasetError
+from ascood.data.errors import CorruptImageError
 
 DECODE_VERSION = 1
 CHUNK = 128
-
-
-class CorruptImageError(DatasetError):
-    """An image that cannot be decoded; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +32,6 @@ class Decoded:
     images: Tensor  # uint8 N×3×S×S, memory-mapped
     kept: np.ndarray  # indices into the input file list of the images kept
     skipped: tuple[tuple[str, str], ...]  # (path, reason) of each unreadable file skipped
-
-
-def skip_corrupt_default() -> bool:
-    """Skip unreadable images (and count them) instead of stopping: `ASCOOD_SKIP_CORRUPT=1`."""
-    return os.environ.get("ASCOOD_SKIP_CORRUPT", "") not in ("", "0", "false", "no")
 
 
 def decode_image(path: str | Path, size: int) -> np.ndarray:
@@ -86,7 +77,7 @@ def _decode_chunk(args: tuple[str, int, list[str], int]) -> list[tuple[int, str,
 
 
 def decode_files(
-    paths: Sequence[str | Path], size: int, cache_dir: Path, *, skip_corrupt: bool | None = None,
+    paths: Sequence[str | Path], size: int, cache_dir: Path, *, skip_corrupt: bool = False,
     workers: int | None = None,
 ) -> Decoded:
     """Every file decoded to 3×size×size, from the cache when it is there.
@@ -94,7 +85,6 @@ def decode_files(
     An unreadable file stops with its name unless `skip_corrupt`, which leaves it out and
     reports it in `skipped`.
     """
-    skip = skip_corrupt_default() if skip_corrupt is None else skip_corrupt
     paths = [str(p) for p in paths]
     if not paths:
         return Decoded(torch.zeros(0, 3, size, size, dtype=torch.uint8), np.zeros(0, dtype=np.int64), ())
@@ -104,7 +94,7 @@ def decode_files(
         _build(paths, size, npy, meta, workers)
     info = json.loads(meta.read_text())
     skipped = tuple((p, r) for _, p, r in info["skipped"])
-    if skipped and not skip:
+    if skipped and not skip_corrupt:
         p, r = skipped[0]
         more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
         raise CorruptImageError(f"{p}: unreadable image ({r}){more}; set ASCOOD_SKIP_CORRUPT=1 to skip such files")
@@ -114,7 +104,7 @@ def decode_files(
     if array.shape != (len(kept), 3, size, size):
         npy.unlink(missing_ok=True)
         meta.unlink(missing_ok=True)
-        return decode_files(paths, size, cache_dir, skip_corrupt=skip, workers=workers)
+        return decode_files(paths, size, cache_dir, skip_corrupt=skip_corrupt, workers=workers)
     return Decoded(torch.from_numpy(array), kept, skipped)
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ascood.data.registry import BenchmarkData, OODSet, Split, register_benchmark
+from ascood.data.registry import register_benchmark
+from ascood.data.types import BenchmarkData, OODSet, Split
 
 SIZE = 32
 TEXTURES = ("brick", "grass", "gravel")

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ascood.data.augment import center_crop, random_crop_flip, random_resized_crop
-from ascood.data.registry import BenchmarkData, Split
+from ascood.data.types import BenchmarkData, Split
 
 
 class SplitDataset(Dataset):

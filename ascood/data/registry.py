@@ -1,74 +1,29 @@
-"""Benchmarks by name: the embedded ones now, the real datasets later.
+"""Benchmarks by name: each builder registers itself here, and `load_benchmark` builds one.
 
 A benchmark resolves to in-memory uint8 image tensors (N×3×H×W) with labels: ID train/val/test
 splits and OOD sets, each OOD set with disjoint val and test halves. Images are normalized on
-the device, batch-wise, with the benchmark's per-channel mean and std.
+the device, batch-wise, with the benchmark's per-channel mean and std. The registry knows no
+builder: importing `ascood.data` imports the embedded and the real ones, which register.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
-SETTINGS = ("spurious", "fine-grained", "conventional")
-OOD_GROUPS = ("spurious", "fine-grained", "near", "far")
+from ascood.data.env import cache_dir, data_root
+from ascood.data.errors import DatasetError, DatasetNotFound, UnknownBenchmarkError
+from ascood.data.types import SETTINGS, BenchmarkData, Geometry, OODSet, Split
 
-
-@dataclass(frozen=True)
-class Split:
-    images: Tensor  # uint8, N×C×H×W
-    labels: Tensor  # int64, N (−1 for OOD)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-
-@dataclass(frozen=True)
-class OODSet:
-    name: str
-    group: str
-    val: Split
-    test: Split
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """How stored images become model inputs: `size` is the crop the model sees (None: as
-    stored, evaluation takes the centre crop); training takes random crops (after `padding` zero
-    pixels) or random resized crops, and flips when `flip`."""
-
-    size: int | None = None
-    padding: int = 0
-    flip: bool = False
-    train: str = "random"  # "random": RandomCrop(size, padding); "resized": RandomResizedCrop(size)
-
-
-@dataclass(frozen=True)
-class BenchmarkData:
-    name: str
-    setting: str
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    train: Split
-    val: Split
-    test: Split
-    ood: tuple[OODSet, ...]
-    embedded: bool = False
-    geometry: Geometry = field(default_factory=Geometry)
-
-    def id_split(self, split: str) -> Split:
-        return {"train": self.train, "val": self.val, "test": self.test}[split]
-
-    def ood_sets(self, split: str) -> tuple[OODSet, ...]:
-        """The OOD sets that have images in `split`: a real benchmark's test-only sets (OpenOOD
-        keeps one designated validation OOD set) have none in val."""
-        return tuple(o for o in self.ood if len(getattr(o, split)) > 0)
+__all__ = [
+    "BenchmarkData", "BenchmarkSpec", "DatasetError", "DatasetNotFound", "Geometry", "OODSet", "Split",
+    "UnknownBenchmarkError", "cache_dir", "data_root", "get_spec", "list_benchmarks", "load_benchmark",
+    "parse_name", "register_benchmark",
+]
 
 
 @dataclass(frozen=True)
@@ -85,34 +40,11 @@ class BenchmarkSpec:
 _REGISTRY: dict[str, BenchmarkSpec] = {}
 
 
-class UnknownBenchmarkError(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class DatasetError(Exception):
-    """The user's data cannot make the benchmark (missing, malformed, unreadable); the one-line
-    message names the file, line or path at fault."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class DatasetNotFound(DatasetError, FileNotFoundError):
-    """A real benchmark whose data is not where it was looked for; the message names the path."""
-
-
-def data_root(explicit: str | Path | None = None) -> Path:
-    """Where users' datasets live: the explicit root, else $ASCOOD_DATA, else ~/data."""
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("ASCOOD_DATA", Path.home() / "data"))
-
-
 def register_benchmark(name: str, *, setting: str, description: str, embedded: bool = False, version: int = 1,
                        params: bool = False):
     """Decorator adding a builder to the registry under `name`: `fn(seed)` for embedded
-    benchmarks, `fn(seed, root, **params)` for those built from the user's data under `root`."""
+    benchmarks, `fn(seed, root, skip_corrupt, /, **params)` for those built from the user's data
+    under `root` (positional-only, so no `name[key=value]` parameter can collide with them)."""
     if setting not in SETTINGS:
         raise ValueError(f"setting: expected one of {SETTINGS}, got {setting!r}")
 
@@ -126,7 +58,6 @@ def register_benchmark(name: str, *, setting: str, description: str, embedded: b
 
 
 def list_benchmarks() -> list[str]:
-    _ensure_builtin()
     return sorted(_REGISTRY)
 
 
@@ -147,7 +78,6 @@ def parse_name(name: str) -> tuple[str, dict[str, str]]:
 
 
 def get_spec(name: str) -> BenchmarkSpec:
-    _ensure_builtin()
     base, params = parse_name(name)
     try:
         spec = _REGISTRY[base]
@@ -160,19 +90,17 @@ def get_spec(name: str) -> BenchmarkSpec:
     return spec
 
 
-def cache_dir() -> Path:
-    """Where built benchmarks are cached: $ASCOOD_CACHE, else ~/.cache/ascood."""
-    return Path(os.environ.get("ASCOOD_CACHE", Path.home() / ".cache" / "ascood"))
-
-
-def load_benchmark(name: str, *, seed: int = 0, root: str | Path | None = None) -> BenchmarkData:
+def load_benchmark(name: str, *, seed: int = 0, root: str | Path | None = None,
+                   skip_corrupt: bool = False) -> BenchmarkData:
     """Build (deterministically from `seed`) or read from the on-disk cache.
 
-    Real benchmarks read the user's data under `data_root(root)`; embedded ones need no data.
+    Real benchmarks read the user's data under `data_root(root)` and leave unreadable images out
+    (counted) when `skip_corrupt`, which the commands take from `skip_corrupt_from_env()`;
+    embedded ones need no data.
     """
     spec = get_spec(name)
     if not spec.embedded:
-        return spec.build(seed, data_root(root), **parse_name(name)[1])
+        return spec.build(seed, data_root(root), skip_corrupt, **parse_name(name)[1])
     path = cache_dir() / "benchmarks" / f"{name}-v{spec.version}-seed{seed}.pt"
     if path.exists():
         try:
@@ -226,7 +154,3 @@ def _from_state(state: dict, spec: BenchmarkSpec) -> BenchmarkData:
         embedded=spec.embedded,
     )
 
-
-def _ensure_builtin() -> None:
-    import ascood.data.embedded  # noqa: F401  (registers cmnist, mnist6, mnist10)
-    import ascood.data.real  # noqa: F401  (registers the paper's seven benchmarks)

@@ -1,7 +1,7 @@
 """Readers of the on-disk layouts users have: each turns files into labelled records.
 
 Readers only parse (image lists, CSV/attribute/annotation files, folder trees, CIFAR pickles);
-decoding and caching live in `decode.py`, benchmark assembly in `real.py`. Every malformed input
+decoding and caching live in `decode.py`, benchmark assembly in `real/`. Every malformed input
 raises `DataLayoutError` with the file (and line) at fault.
 """
 
@@ -15,13 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ascood.data.registry import DatasetError
+from ascood.data.errors import DataLayoutError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
-
-class DataLayoutError(DatasetError, ValueError):
-    """A dataset file that does not match its expected format; one line naming file (and line)."""
 
 
 @dataclass

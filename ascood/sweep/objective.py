@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ascood.results import select
 from ascood.sweep.spec import Objective
 
 
 def objective_rows(df: pd.DataFrame, objective: Objective) -> pd.DataFrame:
     """Validation rows of the objective's scorer and OOD selection ('all', a group, or a set)."""
-    sel = (df["split"] == "val") & (df["scorer"] == objective.scorer)
-    if objective.ood != "all":
-        sel &= (df["ood_group"] == objective.ood) | (df["ood_set"] == objective.ood)
-    return df[sel]
+    return select(df, split="val", scorer=objective.scorer, ood=objective.ood)
 
 
 def objective_value(df: pd.DataFrame, objective: Objective) -> float | None:
@@ -26,7 +24,7 @@ def objective_value(df: pd.DataFrame, objective: Objective) -> float | None:
 def epoch_metrics(rows: list[dict], objective: Objective) -> dict:
     """What a trial reports to Tune after an evaluated epoch."""
     df = pd.DataFrame(rows)
-    val = df[df["split"] == "val"]
+    val = select(df, split="val")
     return {
         "objective": objective_value(df, objective),
         "val_id_accuracy": float(val["id_accuracy"].iloc[0]),

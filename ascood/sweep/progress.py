@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ascood.sweep.outcome import trial_outcome
+
 
 @dataclass
 class StageState:
@@ -122,12 +124,7 @@ class ProgressCallback(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
-        if last.get("status") == "failed":
-            kind = "failed"
-        elif last.get("epoch", 0) < last.get("epochs", 1):
-            kind = "stopped"
-        else:
-            kind = "completed"
+        kind = {"failed": "failed", "stopped-early": "stopped", "completed": "completed"}[trial_outcome(last)]
         self._emit(trial, kind, last)
 
     def on_trial_error(self, iteration, trials, trial, **info):

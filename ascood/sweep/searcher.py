@@ -8,6 +8,7 @@ import optuna
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
+from ascood.sweep.outcome import trial_outcome
 from ascood.sweep.spec import Algorithm, Dimension, Space
 
 
@@ -62,9 +63,9 @@ class TruthfulOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or self._already_told(trial_id):
             self._completed_trials.add(trial_id)
             return
-        failed = error or result is None or result.get("status") == "failed"
-        finished = bool(result) and result.get("epoch", 0) >= result.get("epochs", 1)
-        if failed or not finished:
+        outcome = trial_outcome(result, error=error)
+        failed = outcome == "failed"
+        if outcome != "completed":
             ot_trial = self._ot_trials[trial_id]
             if not failed and isinstance(self.metric, str) and result.get(self.metric) is not None:
                 # Tune hands the result a trial was stopped at to on_trial_complete only, never to

@@ -224,7 +224,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
             cfg = trial_config(spec, d)
         except ConfigError as exc:
             raise SweepFileError(f"{path}: datasets[{i}] ({d.benchmark}): {str(exc).lstrip('-')}") from None
-        from ascood.data.registry import get_spec
+        from ascood.data import get_spec
 
         setting = get_spec(cfg.benchmark).setting
         if d.setting is not None and d.setting != setting:

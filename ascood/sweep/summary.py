@@ -10,11 +10,9 @@ import pandas as pd
 from rich.table import Table
 
 from ascood import storage
-from ascood.results import read_results
+from ascood.results import METRICS, SETTING_COLUMNS, read_results, select
 from ascood.sweep.objective import objective_value
 from ascood.sweep.spec import Objective
-
-SHOWN_PARAMS = ("alpha_max", "alpha_min", "p_inv", "lam", "sigma", "ood_type", "lr")
 
 
 @dataclass(frozen=True)
@@ -36,12 +34,6 @@ class DatasetSummary:
     final_seeds: int
 
 
-def final_epoch_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Each trial's rows at its last evaluated epoch."""
-    last = df.groupby("trial_id")["epoch"].transform("max")
-    return df[df["epoch"] == last]
-
-
 def _load(results_dir: str, benchmark: str | None = None) -> pd.DataFrame:
     if not storage.list_files(results_dir, ".parquet"):
         return pd.DataFrame()
@@ -51,9 +43,8 @@ def _load(results_dir: str, benchmark: str | None = None) -> pd.DataFrame:
 
 def _scored_search_trials(df: pd.DataFrame, objective: Objective) -> list[tuple[float, str, pd.DataFrame]]:
     """Completed search trials with their validation objective, best first (test never read)."""
-    search = df[(df["stage"] == "search") & (df["status"] == "completed") & (df["epoch"] > 0)]
     scored = []
-    for trial_id, rows in final_epoch_rows(search).groupby("trial_id"):
+    for trial_id, rows in select(df, stage="search", completed=True, final_epoch=True).groupby("trial_id"):
         value = objective_value(rows, objective)
         if value is not None and np.isfinite(value):
             scored.append((value, str(trial_id), rows))
@@ -73,7 +64,7 @@ def best_from_frame(df: pd.DataFrame, objective: Objective) -> BestTrial | None:
         return None
     value, trial_id, rows = scored[0]
     first = rows.iloc[0]
-    return BestTrial(trial_id, float(value), str(first["config_json"]), {k: first[k] for k in SHOWN_PARAMS})
+    return BestTrial(trial_id, float(value), str(first["config_json"]), {k: first[k] for k in SETTING_COLUMNS})
 
 
 def best_search_trial(results_dir: str, benchmark: str, objective: Objective) -> BestTrial | None:
@@ -90,17 +81,14 @@ def summarize_frame(df: pd.DataFrame, objective: Objective, order: list[str] | N
     if df.empty:
         return out
     for benchmark, bdf in df.groupby("benchmark", sort=False):
-        search = bdf[bdf["stage"] == "search"].drop_duplicates("trial_id")
+        search = select(bdf, stage="search").drop_duplicates("trial_id")
         trials = search["status"].value_counts().to_dict()
-        final = bdf[(bdf["stage"] == "final") & (bdf["status"] == "completed") & (bdf["epoch"] > 0)]
+        final = select(bdf, stage="final", completed=True, final_epoch=True)
         metrics: dict[str, tuple[float, float]] = {}
         seeds = 0
         if not final.empty:
-            final = final_epoch_rows(final)
-            sel = final[(final["split"] == "test") & (final["scorer"] == objective.scorer)]
-            if objective.ood != "all":
-                sel = sel[(sel["ood_group"] == objective.ood) | (sel["ood_set"] == objective.ood)]
-            per_seed = sel.groupby("trial_id")[["auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy"]].mean()
+            sel = select(final, split="test", scorer=objective.scorer, ood=objective.ood)
+            per_seed = sel.groupby("trial_id")[[*METRICS, "id_accuracy"]].mean()
             seeds = len(per_seed)
             metrics = {c: (float(per_seed[c].mean()), float(per_seed[c].std(ddof=0))) for c in per_seed.columns}
         first = bdf.iloc[0]

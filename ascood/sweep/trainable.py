@@ -1,26 +1,25 @@
 """What runs inside a Ray Tune trial: one `run_trial`, in one process or as Ray Train workers.
 
-Trial directories and result files are named by the Tune trial id, which survives both a worker
-restart and `Tuner.restore`: a restarted trial finds its own checkpoint and resumes, and its
-Parquet file is rewritten (keyed by epoch), never appended to.
+A restarted trial (worker restart or `Tuner.restore`) finds its own checkpoint and resumes, and its
+Parquet file is rewritten (keyed by epoch), never appended to (see `ascood.sweep.paths`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import ray
 import torch
 
 from ascood import storage
-from ascood.cluster import storage as shared
 from ascood.config import validate_config
+from ascood.results import RunLabels
+from ascood.sweep import shared_output
 from ascood.sweep.objective import epoch_metrics
+from ascood.sweep.paths import results_file, trial_dir
 from ascood.sweep.spec import SEARCHABLE, Objective, params_to_config
-from ascood.trial import RunLabels, run_trial
+from ascood.trial import run_trial
 
 
 @dataclass(frozen=True)
@@ -37,20 +36,12 @@ class TrialMeta:
     cpus_per_process: float
     gpus_per_process: float
     max_failures: int
-    data_root: str | None = None
+    data_root: str | None = None  # where real benchmarks' data is (not part of a run's identity)
+    skip_corrupt: bool = False  # leave unreadable images out (counted) instead of failing
     cluster_token: str | None = None  # on a cluster: the output's marker, checked on the trial's node
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def trial_dir(out: str, benchmark: str, stage: str, trial_id: str) -> tuple[Path, str | None]:
-    """(where the trial works, where its files are kept when that is object storage)."""
-    return shared.trial_dirs(out, f"trials/{benchmark}/{stage}-{trial_id}")
-
-
-def results_file(out: str, benchmark: str, stage: str, trial_id: str) -> str:
-    return storage.join(out, "results", benchmark, f"{stage}-{trial_id}.parquet")
 
 
 def trial_values(config: dict, meta: TrialMeta) -> dict:
@@ -81,21 +72,19 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, report) -> No
         reported.append(metrics)
         report(metrics)
 
-    if meta.data_root:
-        os.environ["ASCOOD_DATA"] = meta.data_root
     if meta.cluster_token:
-        shared.verify_marker(meta.out, meta.cluster_token)
+        shared_output.verify_marker(meta.out, meta.cluster_token)
     work_dir, kept_dir = trial_dir(meta.out, meta.benchmark, meta.stage, trial_id)
     accelerator = make_accelerator(cfg.mixed_precision)
     if kept_dir is not None and accelerator.is_local_main_process:
-        shared.pull(kept_dir, work_dir)
+        shared_output.pull(kept_dir, work_dir)
     accelerator.wait_for_everyone()
     if kept_dir is not None:  # object storage: keep each checkpoint there before reporting it
         report_epoch = on_rows
 
         def on_rows(new_rows: list[dict]) -> None:
             if accelerator.is_main_process:
-                shared.push(work_dir, kept_dir)
+                shared_output.push(work_dir, kept_dir)
             report_epoch(new_rows)
 
     result = run_trial(
@@ -104,10 +93,12 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, report) -> No
         accelerator=accelerator,
         results_path=results_file(meta.out, meta.benchmark, meta.stage, trial_id),
         labels=RunLabels(sweep=meta.sweep, trial_id=trial_id, stage=meta.stage),
+        data_root=meta.data_root,
+        skip_corrupt=meta.skip_corrupt,
         on_rows=on_rows,
     )
     if accelerator.is_main_process:
-        shared.push(work_dir, kept_dir)
+        shared_output.push(work_dir, kept_dir)
     last_epoch = max((r["epoch"] for r in result.rows), default=0)
     if result.status == "failed":
         report({"status": "failed", "reason": result.reason, "epoch": last_epoch, "epochs": cfg.epochs})

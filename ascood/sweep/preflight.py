@@ -1,0 +1,58 @@
+"""Everything a sweep checks before its first trial: the output it may claim, every dataset's data,
+each named pretrained backbone, and the objective's OOD selection."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ascood import storage
+from ascood.data import load_benchmark
+from ascood.models import WeightsError, create_model
+from ascood.sweep.errors import SweepSetupError
+from ascood.sweep.objective import ood_selection_names
+from ascood.sweep.paths import SweepPaths
+from ascood.sweep.spec import SweepSpec, trial_defaults
+
+
+def prepare_output(paths: SweepPaths, spec_text: str, *, resume: bool, fresh: bool) -> None:
+    """Claim the output directory for this sweep file, or refuse with the reason."""
+    if fresh:
+        storage.delete_tree(paths.out)
+    previous = storage.read_text(paths.spec_copy)
+    if previous is not None:
+        if _digest(previous) != _digest(spec_text):
+            raise SweepSetupError(
+                f"{paths.out}: holds a sweep made from a different sweep file; "
+                "use another output, or --fresh to delete it and start anew"
+            )
+        if not resume:
+            raise SweepSetupError(f"{paths.out}: holds this sweep already; use --resume to continue it or --fresh")
+        return
+    if storage.has_entries(paths.out):
+        raise SweepSetupError(f"{paths.out}: exists and is not a sweep output; use another output or --fresh")
+    storage.write_text(paths.spec_copy, spec_text)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_datasets(spec: SweepSpec, *, skip_corrupt: bool = False) -> None:
+    """Load (build, or check and decode) every dataset, check the objective's OOD names, and load
+    each named pretrained backbone once into its model."""
+    for d in spec.datasets:
+        data = load_benchmark(d.benchmark, root=spec.data_root, skip_corrupt=skip_corrupt)
+        defaults = trial_defaults(spec, d)
+        if defaults.get("weights"):
+            try:
+                create_model(defaults.get("backbone", "small_cnn"), num_classes=data.num_classes,
+                             weights=Path(defaults["weights"]).expanduser())
+            except WeightsError as exc:
+                raise SweepSetupError(f"datasets ({d.benchmark}): trial.weights: {exc}") from None
+        names = ood_selection_names([(o.name, o.group) for o in data.ood])
+        if spec.objective.ood not in names:
+            raise SweepSetupError(
+                f"objective.ood: {spec.objective.ood!r} is neither a group nor a set of {d.benchmark} "
+                f"(expected one of {', '.join(sorted(names))})"
+            )
