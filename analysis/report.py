@@ -16,16 +16,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from analysis.load import AnalysisInputError, load_sweeps, setting_id  # noqa: E402
-from analysis.robust import Pick, bootstrap_wins, pick  # noqa: E402
-from ascood.results import METRICS, SETTING_COLUMNS, select  # noqa: E402
-from ascood.sweep.objective import objective_rows  # noqa: E402
-from ascood.sweep.spec import Objective, SweepFileError, load_sweep  # noqa: E402
-from ascood.sweep.summary import summarize_frame  # noqa: E402
+from analysis.load import AnalysisInputError, load_sweeps, setting_id
+from analysis.robust import Pick, bootstrap_wins, pick
+from ascood.results import METRICS, SETTING_COLUMNS, select
+from ascood.sweep.objective import objective_rows
+from ascood.sweep.spec import Objective, SweepFileError, load_sweep
+from ascood.sweep.summary import summarize_frame
 
 PLOTTED = ("alpha_max", "p_inv", "lam", "sigma")
 
@@ -159,7 +159,8 @@ def pareto_plot(df: pd.DataFrame, objective: Objective, path: Path) -> Path:
     for dataset, g in val.groupby("benchmark"):
         pts = g[["auroc", "id_accuracy"]].to_numpy()
         ax.scatter(pts[:, 0], pts[:, 1], s=18, alpha=0.7, label=dataset)
-        front = pts[[not ((pts[:, 0] >= p[0]) & (pts[:, 1] >= p[1]) & ((pts[:, 0] > p[0]) | (pts[:, 1] > p[1]))).any() for p in pts]]
+        dominated = [((pts >= p).all(axis=1) & (pts > p).any(axis=1)).any() for p in pts]
+        front = pts[[not d for d in dominated]]
         front = front[np.argsort(front[:, 0])]
         ax.plot(front[:, 0], front[:, 1], "-", lw=1)
     ax.set_xlabel(f"val OOD AUROC ({objective.scorer})")

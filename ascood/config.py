@@ -7,18 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ascood.choices import one_of
 from ascood.method.normalization import FEATURE_NORMS
 from ascood.method.synthesis import SYNTHESIS_KINDS
 from ascood.metrics import FPR_CONVENTIONS
 
 DEFAULT_SCORERS = ("msp", "maxlogit", "energy", "odin", "iodin")
-
-# Field name → command-line flag, for error messages that name what the user typed.
-FLAG_NAMES = {"lam": "--lambda", "ood_type": "--ood-type"}
-
-
-def flag_name(field: str) -> str:
-    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
 
 
 class TrainConfig(BaseModel):
@@ -28,7 +22,7 @@ class TrainConfig(BaseModel):
     gradient synthesis with p_inv = 0.1, eval-mode saliency), sized for the embedded benchmarks.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     benchmark: str = "mnist10"
     method: Literal["ascood", "ce"] = "ascood"
@@ -45,7 +39,7 @@ class TrainConfig(BaseModel):
     alpha_max: float = Field(1.0, ge=0)
     alpha_min: float = Field(1.0, ge=0)
     p_inv: float = 0.1
-    lam: float = 1.0
+    lam: float = Field(1.0, alias="lambda")  # the paper's λ; users write `lambda`, code and results say `lam`
     sigma: float = 0.5
     ood_type: str = "gradient"
     feature_norm: str | None = None
@@ -86,23 +80,17 @@ class TrainConfig(BaseModel):
     @field_validator("ood_type")
     @classmethod
     def _ood_type(cls, v: str) -> str:
-        if v not in SYNTHESIS_KINDS:
-            raise ValueError(f"expected one of {', '.join(SYNTHESIS_KINDS)}, got {v!r}")
-        return v
+        return one_of(v, SYNTHESIS_KINDS)
 
     @field_validator("feature_norm")
     @classmethod
     def _feature_norm(cls, v: str | None) -> str | None:
-        if v is not None and v not in FEATURE_NORMS:
-            raise ValueError(f"expected one of {', '.join(FEATURE_NORMS)}, got {v!r}")
-        return v
+        return None if v is None else one_of(v, FEATURE_NORMS)
 
     @field_validator("fpr_convention")
     @classmethod
     def _fpr_convention(cls, v: str) -> str:
-        if v not in FPR_CONVENTIONS:
-            raise ValueError(f"expected one of {', '.join(FPR_CONVENTIONS)}, got {v!r}")
-        return v
+        return one_of(v, FPR_CONVENTIONS)
 
     @field_validator("scorers", mode="before")
     @classmethod
@@ -128,9 +116,7 @@ class TrainConfig(BaseModel):
     def _backbone(cls, v: str) -> str:
         from ascood.models.registry import list_models
 
-        if v not in list_models():
-            raise ValueError(f"expected one of {', '.join(list_models())}, got {v!r}")
-        return v
+        return one_of(v, list_models())
 
     @model_validator(mode="after")
     def _alpha_order(self) -> TrainConfig:
@@ -159,6 +145,21 @@ class TrainConfig(BaseModel):
 def config_json(cfg: TrainConfig) -> str:
     """The run's identity as text: every field of its validated config (the run id hashes it)."""
     return cfg.model_dump_json()
+
+
+def field_name(key: str) -> str:
+    """A key as a user writes it (`lambda`, `p-inv`) → the TrainConfig field it sets."""
+    key = key.replace("-", "_")
+    return _BY_ALIAS.get(key, key)
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of a field or alias, for errors that name what the user typed."""
+    field = TrainConfig.model_fields.get(field_name(key))
+    return "--" + ((field.alias if field and field.alias else None) or field_name(key)).replace("_", "-")
+
+
+_BY_ALIAS = {f.alias: name for name, f in TrainConfig.model_fields.items() if f.alias}
 
 
 class ConfigError(ValueError):

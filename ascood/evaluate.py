@@ -16,8 +16,8 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ascood.data.loading import Preprocess, eval_loader
 from ascood.data import BenchmarkData
+from ascood.data.loading import Preprocess, eval_loader
 from ascood.metrics import OODMetrics, accuracy, ood_metrics
 from ascood.scorers import InputScorer, Outputs, Scorer
 
@@ -90,10 +90,13 @@ class Evaluator:
             scores.append(self.accelerator.gather_for_metrics(s.float()).cpu())
         return torch.cat(scores)
 
-    def input_grid_scores(self, scorer: InputScorer, model: nn.Module, key: tuple[str, str], points: list[dict]) -> list[np.ndarray]:
+    def input_grid_scores(
+        self, scorer: InputScorer, model: nn.Module, key: tuple[str, str], points: list[dict]
+    ) -> list[np.ndarray]:
         per_point: list[list[Tensor]] = [[] for _ in points]
         for images, _ in self._loader(key):
-            for acc, s in zip(per_point, scorer.postprocess_grid(model, self.preprocess.eval(images), self.std, points), strict=True):
+            scores = scorer.postprocess_grid(model, self.preprocess.eval(images), self.std, points)
+            for acc, s in zip(per_point, scores, strict=True):
                 acc.append(self.accelerator.gather_for_metrics(s.float()).cpu())
         return [torch.cat(a).numpy() for a in per_point]
 

@@ -2,7 +2,7 @@
 
 Scores are "higher = more in-distribution". All metrics are returned in percent.
 
-FPR@95 has two conventions (`ascood-method.md` §9):
+FPR@95 has two conventions (docs/results-schema.md):
 - ``"openood"`` (default, OpenOOD v1.5 since Aug 2023): OOD is the positive class; the fraction of
   ID samples flagged as OOD at the first threshold that detects ≥ 95% of OOD samples.
 - ``"legacy"`` (ODIN / Energy papers): the fraction of OOD samples accepted at the first threshold
@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from ascood.choices import one_of
 
 FPR_CONVENTIONS = ("openood", "legacy")
 RECALL_LEVEL = 0.95
@@ -73,8 +75,7 @@ def _fpr_at_recall(positive: np.ndarray, score: np.ndarray, level: float) -> flo
 
 def ood_metrics(id_scores, ood_scores, *, fpr_convention: str = "openood") -> OODMetrics:
     """AUROC, FPR@95, AUPR-In and AUPR-Out (percent) of ID scores against one OOD set's scores."""
-    if fpr_convention not in FPR_CONVENTIONS:
-        raise ValueError(f"fpr_convention: expected one of {FPR_CONVENTIONS}, got {fpr_convention!r}")
+    one_of(fpr_convention, FPR_CONVENTIONS, "fpr_convention")
     id_scores = np.asarray(id_scores, dtype=np.float64).ravel()
     ood_scores = np.asarray(ood_scores, dtype=np.float64).ravel()
     if id_scores.size == 0 or ood_scores.size == 0:

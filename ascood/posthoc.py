@@ -16,9 +16,9 @@ from ascood.config import TrainConfig, validate_config
 from ascood.data import load_benchmark
 from ascood.evaluate import Evaluator
 from ascood.models import create_model
+from ascood.results import RunLabels, make_rows, run_id_for
 from ascood.scorers import build_scorers
 from ascood.train import CHECKPOINT, make_accelerator
-from ascood.results import RunLabels, make_rows, run_id_for
 
 
 class RunDirError(ValueError):

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ascood import storage
+from ascood.choices import expected_one_of
 from ascood.config import TrainConfig, config_json
 
 if TYPE_CHECKING:
@@ -174,6 +175,8 @@ def to_table(rows: Iterable[dict]) -> pa.Table:
         unknown = set(r) - set(COLUMNS)
         if unknown:
             raise ValueError(f"result row has columns outside the schema: {sorted(unknown)}")
+        if r.get("status") not in STATUSES:
+            raise ValueError(f"result row status: {expected_one_of(STATUSES, r.get('status'))}")
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 

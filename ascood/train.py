@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ascood.config import TrainConfig, config_json
-from ascood.data.loading import Preprocess, train_loader
 from ascood.data import BenchmarkData
+from ascood.data.loading import Preprocess, train_loader
 from ascood.method.losses import ascood_loss
 from ascood.method.saliency import saliency_from_logits, true_class_saliency
 from ascood.method.schedule import alpha_at, cosine_lr_factor
@@ -67,7 +67,9 @@ def make_accelerator(mixed_precision: str = "no") -> Accelerator:
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
 
 
-def build_optimizer(model: OODNet, lr: float, momentum: float, weight_decay: float, nesterov: bool, fc_lr_factor: float) -> torch.optim.SGD:
+def build_optimizer(
+    model: OODNet, lr: float, momentum: float, weight_decay: float, nesterov: bool, fc_lr_factor: float
+) -> torch.optim.SGD:
     """SGD with two groups: the final linear layer at lr·fc_lr_factor, everything else at lr."""
     fc_ids = {id(p) for p in model.fc.parameters()}
     rest = [p for p in model.parameters() if id(p) not in fc_ids]

@@ -21,7 +21,16 @@ from ascood import storage
 from ascood.config import TrainConfig
 from ascood.data import load_benchmark
 from ascood.evaluate import Evaluator
-from ascood.results import RunLabels, make_rows, read_rows, run_id_for, status_row, upsert_epoch, with_status, write_results
+from ascood.results import (
+    RunLabels,
+    make_rows,
+    read_rows,
+    run_id_for,
+    status_row,
+    upsert_epoch,
+    with_status,
+    write_results,
+)
 from ascood.scorers import build_scorers
 from ascood.train import CHECKPOINT, EpochHook, EpochStats, StepHook, TrainingDiverged, fit, make_accelerator
 
@@ -64,7 +73,7 @@ def run_trial(
     accelerator: Accelerator | None = None,
     overwrite: bool = False,
     results_path: str | None = None,
-    labels: RunLabels = RunLabels(),
+    labels: RunLabels | None = None,
     data_root: str | Path | None = None,
     skip_corrupt: bool = False,
     on_step: StepHook | None = None,
@@ -79,6 +88,7 @@ def run_trial(
     unreadable image; neither is part of the run's identity.
     """
     out_dir = Path(out_dir)
+    labels = labels or RunLabels()
     results = results_path or str(out_dir / RESULTS)
     accelerator = accelerator or make_accelerator(cfg.mixed_precision)
     if overwrite and accelerator.is_main_process:

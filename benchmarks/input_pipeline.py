@@ -52,9 +52,9 @@ def main() -> None:
     from torchvision import transforms
 
     from ascood.config import TrainConfig
+    from ascood.data import BenchmarkData, Geometry, Split
     from ascood.data.decode import decode_files
     from ascood.data.loading import Preprocess, train_loader
-    from ascood.data import BenchmarkData, Geometry, Split
     from ascood.models import create_model
     from ascood.train import ascood_step, make_accelerator
 
@@ -91,7 +91,7 @@ def main() -> None:
         data = BenchmarkData("bench", "spurious", 2, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), split, split, split, (),
                              geometry=Geometry(size=args.size, flip=True, train="resized"))
         pre = Preprocess(data)
-        loader, sampler = train_loader(split, args.batch, seed=0)
+        loader, _ = train_loader(split, args.batch, seed=0)
         g = torch.Generator().manual_seed(0)
         t = time.perf_counter()
         for _ in loader:

@@ -75,7 +75,10 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    kinds = {"ce": "plain CE", "eval": "ASCOOD, eval saliency (ours)", "train": "ASCOOD, train saliency reusing ID forward (ours)", "released": "ASCOOD as released"}
+    kinds = {
+        "ce": "plain CE", "eval": "ASCOOD, eval saliency (ours)",
+        "train": "ASCOOD, train saliency reusing ID forward (ours)", "released": "ASCOOD as released",
+    }
     times: dict[str, list[float]] = {k: [] for k in kinds}
     model.train()
     for i in range(args.warmup + args.steps):

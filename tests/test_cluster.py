@@ -16,8 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,20 +24,14 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-import psutil
 import pytest
 import requests
 import yaml
+from conftest import free_port, stop_tree
 
 REPO = Path(__file__).resolve().parent.parent
 RAY = Path(sys.executable).with_name("ray")
 pytestmark = pytest.mark.timeout(600)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _mount_namespace(target: Path) -> list[str] | None:
@@ -64,7 +56,7 @@ class LocalCluster:
         self.node_local.mkdir()
         self.tmp = root / "tmp"  # TMPDIR of nodes and drivers: trial scratch and study copies end with the cluster
         self.tmp.mkdir()
-        self.gcs_port, self.dash_port = _free_port(), _free_port()
+        self.gcs_port, self.dash_port = free_port(), free_port()
         self.procs: list[subprocess.Popen] = []
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env.update(PATH=f"{RAY.parent}:{env.get('PATH', '')}", RAY_AUTH_MODE="token",
@@ -89,7 +81,7 @@ class LocalCluster:
         return env
 
     def _start(self, name: str, args: list[str], prefix: list[str] | None = None) -> None:
-        log = open(self.root / f"{name}.log", "w")
+        log = open(self.root / f"{name}.log", "w")  # noqa: SIM115  (the node writes to it until it stops)
         cmd = [str(RAY), "start", "--block", *args]
         if prefix:  # mount a private tmpfs over node_local, then become the Ray node
             cmd = [*prefix, "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"', str(self.node_local), *cmd]
@@ -99,12 +91,12 @@ class LocalCluster:
     def start(self) -> None:
         self._start("head", [
             "--head", f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dash_port}",
-            f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+            f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
             "--num-cpus=1", f"--temp-dir={self.root / 'head'}", "--include-dashboard=true", "--disable-usage-stats",
         ])
         self._wait(self._dashboard_up, "the head's dashboard")
         self._start("worker", [
-            f"--address={self.address}", "--num-cpus=1", f"--dashboard-agent-listen-port={_free_port()}",
+            f"--address={self.address}", "--num-cpus=1", f"--dashboard-agent-listen-port={free_port()}",
             f"--temp-dir={self.root / 'worker'}", "--disable-usage-stats",
         ], prefix=self.unshare)
         self._wait(lambda: self.alive_nodes() == 2, "two alive nodes")
@@ -142,29 +134,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """SIGTERM each node's process group, SIGKILL what is left; every descendant by PID too."""
-        tree = []
-        for p in self.procs:
-            try:
-                tree += [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
-        for p in self.procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        _, alive = psutil.wait_procs(tree, timeout=15)
-        for p in self.procs:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=15)
+        stop_tree([p.pid for p in self.procs], grace_s=15)
         for p in self.procs:
             p.wait(timeout=15)
 
@@ -342,7 +312,7 @@ def test_submitted_sweep_succeeds_with_results_on_the_shared_output(cluster, tmp
     line = _one_line_error(_cli("status", "raysubmit_nosuchjob", "--address", cluster.jobs_address,
                                 env=cluster.client_env()))
     assert "no such job" in line
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     line = _one_line_error(_cli("status", job_id, "--address", closed, env=cluster.client_env()))
     assert closed in line and "cannot reach" in line
     line = _one_line_error(_cli("submit", sweep, env=cluster.client_env()))

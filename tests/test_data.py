@@ -65,7 +65,7 @@ def test_mnist6_uses_openood_digit_order():
         digit_of[hashlib.sha1(np.repeat(img[None], 3, 0).tobytes()).hexdigest()] = digit
     found = {}
     for split in (d.train, d.val, d.test):
-        for img, label in zip(split.images, split.labels):
+        for img, label in zip(split.images, split.labels, strict=True):
             h = hashlib.sha1(img.numpy().tobytes()).hexdigest()
             if h in digit_of:
                 found[digit_of[h]] = int(label)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import free_port
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize(
@@ -34,7 +28,7 @@ def test_two_process_ddp_trains_one_model(tmp_path, saliency_mode, benchmark):
         fixtures.write_native(root, "waterbirds")
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), str(WORKER), str(tmp_path), saliency_mode, benchmark,
+        "--master_port", str(free_port()), str(WORKER), str(tmp_path), saliency_mode, benchmark,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ASCOOD_DATA": str(root)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

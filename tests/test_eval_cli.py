@@ -55,3 +55,19 @@ def test_ascood_eval_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path), "--scorers", "msp,mahalanobis"])
     assert exc.value.code == 2 and "--scorers: unknown mahalanobis" in capsys.readouterr().err
+
+
+def test_ascood_eval_on_another_benchmark_labels_rows_with_it(runs, tmp_path):
+    """Rows measured on `--benchmark X` say X (and X's OOD sets), not the training benchmark."""
+    from ascood.data import fixtures
+    from ascood.data.real import definitions
+
+    root = tmp_path / "data"
+    fixtures.write_native(root, "waterbirds")
+    out = tmp_path / "wb.parquet"
+    assert main([str(runs / "seed0"), "--benchmark", "waterbirds[size=32]", "--data-root", str(root),
+                 "--scorers", "msp,energy", "--no-search", "--out", str(out)]) == 0
+    df = pd.read_parquet(out)
+    assert set(df["benchmark"]) == {"waterbirds[size=32]"}
+    assert set(df.loc[df["split"] == "test", "ood_set"]) == {o.name for o in definitions()["waterbirds"].ood}
+    assert df["run_id"].nunique() == 1 and df["run_id"].iloc[0].startswith("cmnist-"), "the run keeps its identity"

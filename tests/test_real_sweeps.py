@@ -59,8 +59,8 @@ def test_real_sweep_file_runs_on_fixture_data(tmp_path, sweep, layouts, via):
     spec = yaml.safe_load(file.read_text())
     assert set(df["benchmark"]) == {f"{n}[size=32]" for n in layouts}
     assert (df["status"] == "completed").all()
-    from ascood.data.real import definitions
     from ascood.data import load_benchmark
+    from ascood.data.real import definitions
 
     for name in layouts:
         rows = df[df["benchmark"] == f"{name}[size=32]"]

@@ -75,5 +75,5 @@ def test_odin_grid_shares_work_but_equals_pointwise_scores():
         points = cls.grid_points()
         assert len(points) == 28
         grid = cls().postprocess_grid(model, x, std, points)
-        for pt, scores in zip(points, grid):
+        for pt, scores in zip(points, grid, strict=True):
             torch.testing.assert_close(scores, cls(**pt).postprocess_batch(model, x, std))

@@ -1,5 +1,6 @@
 """Real sweeps: real Ray (local, 2 CPUs), real Optuna (SQLite), real Parquet. Small and short."""
 
+import contextlib
 import json
 import os
 import signal
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-import psutil
 import pytest
 import yaml
+from conftest import stop_tree
 
 KEY = ["trial_id", "epoch", "split", "ood_set", "scorer"]
 
@@ -118,15 +119,7 @@ def test_trial_with_two_gloo_processes(tmp_path):
 
 def _kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the driver's whole session: the driver, its Ray daemons and trial workers."""
-    parent = psutil.Process(proc.pid)
-    procs = [parent, *parent.children(recursive=True)]
-    os.killpg(proc.pid, signal.SIGKILL)
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=30)
+    stop_tree([proc.pid])
 
 
 def _wait_for(cond, proc, timeout=300) -> None:
@@ -143,10 +136,8 @@ def _completed_trials(tmp_path) -> int:
         return 0
     n = 0
     for f in root.rglob("*.parquet"):
-        try:
+        with contextlib.suppress(Exception):  # a file being replaced right now
             n += (pd.read_parquet(f)["status"] == "completed").any()
-        except Exception:
-            pass
     return n
 
 
@@ -194,7 +185,7 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path):
         _wait_for(epoch_one_checkpointed, proc)
         pid = json.loads(attempts()[0].read_text().splitlines()[0])["pid"]
         os.kill(pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=600)
+        _, err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             _kill_tree(proc)

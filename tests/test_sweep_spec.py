@@ -42,7 +42,7 @@ def _fails(capsys, path) -> str:
         (lambda d: d.update(budget=3), "budget: unknown key"),
         (lambda d: d["space"].update(temperature={"low": 1, "high": 2}), "space.temperature: unknown key"),
         (lambda d: d.update(num_samples="many"), "num_samples: Input should be a valid integer"),
-        (lambda d: d["resources"].update(max_concurrent_trials=0) if "resources" in d else d.update(resources={"max_concurrent_trials": 0}),
+        (lambda d: d.setdefault("resources", {}).update(max_concurrent_trials=0),
          "resources.max_concurrent_trials: Input should be greater than or equal to 1"),
         (lambda d: d["space"].update(p_inv={"low": 0.5, "high": 0.1}), "space.p_inv: expected low < high"),
         (lambda d: d["space"].update(lam={"low": 0.0, "high": 1.0, "log": True}), "space.lam: a log-scaled range needs low > 0"),

@@ -10,6 +10,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from ascood.choices import expected_one_of
 from ascood.cli.common import OneLineParser, fail
 
 PROG = "ascood-data"
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         except UnknownBenchmarkError as exc:
             fail(PROG, str(exc))
         if spec.embedded:
-            fail(PROG, f"{n}: an embedded benchmark needs no data; expected one of {', '.join(sorted(known))}")
+            fail(PROG, f"{n}: an embedded benchmark needs no data; {expected_one_of(sorted(known), n)}")
 
     console = Console()
     incomplete = []

@@ -13,13 +13,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ascood.cli.common import OneLineParser, UsageError, fail, read_yaml_mapping
-from ascood.config import ConfigError, TrainConfig, flag_name, validate_config
+from ascood.config import ConfigError, TrainConfig, field_name, flag_name, validate_config
 from ascood.models import WeightsError
 from ascood.results import group_means
 from ascood.train import CheckpointMismatch, EpochStats
 
 PROG = "ascood-train"
-ALIASES = {"lambda": "lam"}
 
 
 def _arg_type(annotation):
@@ -56,7 +55,7 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
     source = None
     if args.config:
         raw = read_yaml_mapping(args.config)
-        values = {ALIASES.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in raw.items()}
+        values = {field_name(k): v for k, v in raw.items()}
         source = args.config
     flags = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields}
     try:

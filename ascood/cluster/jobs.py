@@ -17,12 +17,11 @@ import os
 import shlex
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Never shipped with a job: environments, version control, outputs, caches.
 EXCLUDES = [".venv", "venv", ".git", "runs", "__pycache__", "*.pyc", "*.egg-info", ".pytest_cache",
             "build", "dist", ".mypy_cache", ".ruff_cache"]

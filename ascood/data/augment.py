@@ -32,7 +32,7 @@ def random_crop_flip(images: Tensor, size: int, *, padding: int = 0, flip: bool 
     """
     if padding:
         images = F.pad(images, (padding, padding, padding, padding))
-    n, c, h, w = images.shape
+    n, _, h, w = images.shape
     if size > h or size > w:
         raise ValueError(f"crop size {size} is larger than the padded images ({h}×{w})")
     dev = images.device

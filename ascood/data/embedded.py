@@ -1,6 +1,6 @@
 """The embedded benchmarks: `cmnist`, `mnist6`, `mnist10`, from data shipped inside PyPI packages.
 
-Spec: `benchmarks.md` §B. Every image is a uint8 3×32×32 tensor; everything is drawn from one
+What they are: README's "Embedded benchmarks". Every image is a uint8 3×32×32 tensor; everything is drawn from one
 NumPy generator seeded by the build seed, so a build is reproducible bit for bit. Val and test
 halves of every OOD source are disjoint: digits and faces are split by sample, crops of textures
 and photos come from the left (val) and right (test) halves of each source image, and rendered

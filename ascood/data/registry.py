@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ascood.choices import expected_one_of, one_of
 from ascood.data.env import cache_dir, data_root
 from ascood.data.errors import DatasetError, DatasetNotFound, UnknownBenchmarkError
 from ascood.data.types import SETTINGS, BenchmarkData, Geometry, OODSet, Split
@@ -45,8 +46,7 @@ def register_benchmark(name: str, *, setting: str, description: str, embedded: b
     """Decorator adding a builder to the registry under `name`: `fn(seed)` for embedded
     benchmarks, `fn(seed, root, skip_corrupt, /, **params)` for those built from the user's data
     under `root` (positional-only, so no `name[key=value]` parameter can collide with them)."""
-    if setting not in SETTINGS:
-        raise ValueError(f"setting: expected one of {SETTINGS}, got {setting!r}")
+    one_of(setting, SETTINGS, "setting")
 
     def wrap(fn: Callable[..., BenchmarkData]) -> Callable[..., BenchmarkData]:
         if name in _REGISTRY:
@@ -83,7 +83,7 @@ def get_spec(name: str) -> BenchmarkSpec:
         spec = _REGISTRY[base]
     except KeyError:
         raise UnknownBenchmarkError(
-            f"unknown benchmark {base!r}; expected one of {', '.join(sorted(_REGISTRY))}"
+            f"unknown benchmark {base!r}; {expected_one_of(sorted(_REGISTRY), base)}"
         ) from None
     if params and not spec.params:
         raise UnknownBenchmarkError(f"benchmark {base!r} takes no parameters, got {name!r}")

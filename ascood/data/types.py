@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 SETTINGS = ("spurious", "fine-grained", "conventional")
-OOD_GROUPS = ("spurious", "fine-grained", "near", "far")
 
 
 @dataclass(frozen=True)

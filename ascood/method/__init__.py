@@ -1,7 +1,7 @@
 """The ASCOOD method as pure tensor functions: no training loop, no I/O.
 
-Everything here follows `ascood-method.md` (the authors' released code) exactly; where the paper's
-wording differs, the alternative is a parameter.
+Everything here follows the authors' released code exactly (docs/method-notes.md); where the
+paper's wording differs, the alternative is a parameter.
 """
 
 from ascood.method.losses import ascood_loss, uniform_kl

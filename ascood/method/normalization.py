@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ascood.choices import expected_one_of
+
 FEATURE_NORMS = ("zscore", "l2", "none")
 
 ZSCORE_EPS = 1e-6
@@ -25,4 +27,4 @@ def normalize_features(h: Tensor, kind: str, sigma: float) -> Tensor:
         return torch.nn.functional.normalize(h, p=2.0, dim=1, eps=1e-12) * sigma
     if kind == "none":
         return h
-    raise ValueError(f"feature_norm: expected one of {FEATURE_NORMS}, got {kind!r}")
+    raise ValueError(f"feature_norm: {expected_one_of(FEATURE_NORMS, kind)}")

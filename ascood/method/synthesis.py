@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ascood.choices import expected_one_of
+
 SYNTHESIS_KINDS = ("gradient", "gradient-subtract", "shuffle", "gaussian")
 
 
@@ -86,7 +88,7 @@ def synthesize(
         return shuffle_outliers(x, grad, p_inv, generator)
     if kind == "gaussian":
         return gaussian_outliers(x, alpha, generator)
-    raise ValueError(f"ood_type: expected one of {SYNTHESIS_KINDS}, got {kind!r}")
+    raise ValueError(f"ood_type: {expected_one_of(SYNTHESIS_KINDS, kind)}")
 
 
 def needs_saliency(kind: str) -> bool:

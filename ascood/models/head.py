@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ascood.choices import one_of
 from ascood.method.normalization import FEATURE_NORMS, normalize_features
 
 
@@ -12,9 +13,7 @@ class NormalizedLinear(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, feature_norm: str = "zscore", sigma: float = 0.5):
         super().__init__()
-        if feature_norm not in FEATURE_NORMS:
-            raise ValueError(f"feature_norm: expected one of {FEATURE_NORMS}, got {feature_norm!r}")
-        self.feature_norm = feature_norm
+        self.feature_norm = one_of(feature_norm, FEATURE_NORMS, "feature_norm")
         self.sigma = float(sigma)
         self.fc = nn.Linear(in_features, num_classes)
 

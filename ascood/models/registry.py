@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ascood.choices import one_of
 from ascood.models.head import OODNet
 from ascood.models.resnet_cifar import ResNet18_32x32
 from ascood.models.small_cnn import SmallCNN
@@ -69,9 +70,7 @@ def create_model(
     weights: str | Path | None = None,
 ) -> OODNet:
     """Build a backbone + ASCOOD head; `weights` is a local torchvision-format backbone state dict."""
-    if name not in _BACKBONES:
-        raise ValueError(f"backbone: expected one of {', '.join(list_models())}, got {name!r}")
-    backbone, dim = _BACKBONES[name]()
+    backbone, dim = _BACKBONES[one_of(name, list_models(), "backbone")]()
     if weights is not None:
         load_backbone_weights(backbone, weights)
     return OODNet(backbone, dim, num_classes, feature_norm, sigma)

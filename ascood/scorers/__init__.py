@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ascood.choices import one_of
 from ascood.scorers.base import InputScorer, Outputs, Scorer
 from ascood.scorers.feature import ASH, KNN, MDS, RMDS, SCALE, NNGuide, ReAct, Relation, ViM
 from ascood.scorers.logit import GEN, MSP, Energy, MaxLogit
@@ -16,9 +17,7 @@ SCORERS: dict[str, type[Scorer]] = {
 
 
 def build_scorer(name: str, **params: Any) -> Scorer:
-    if name not in SCORERS:
-        raise ValueError(f"scorer: expected one of {', '.join(SCORERS)}, got {name!r}")
-    return SCORERS[name](**params)
+    return SCORERS[one_of(name, SCORERS, "scorer")](**params)
 
 
 def build_scorers(names: tuple[str, ...] | list[str], overrides: dict[str, dict] | None = None) -> list[Scorer]:

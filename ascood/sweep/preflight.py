@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 from ascood import storage
+from ascood.choices import expected_one_of
 from ascood.data import load_benchmark
 from ascood.models import WeightsError, create_model
 from ascood.sweep.errors import SweepSetupError
@@ -54,5 +55,5 @@ def check_datasets(spec: SweepSpec, *, skip_corrupt: bool = False) -> None:
         if spec.objective.ood not in names:
             raise SweepSetupError(
                 f"objective.ood: {spec.objective.ood!r} is neither a group nor a set of {d.benchmark} "
-                f"(expected one of {', '.join(sorted(names))})"
+                f"({expected_one_of(sorted(names), spec.objective.ood)})"
             )

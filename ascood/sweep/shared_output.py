@@ -9,6 +9,7 @@ checked before any trial starts, from every alive node, by reading a marker the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -104,10 +105,8 @@ def check_shared(out: str, token: str, *, timeout_s: float = 300.0) -> int:
         except ray.exceptions.GetTimeoutError:
             raise OutputNotShared(f"output {out}: not every node answered the storage check within {timeout_s:g} s") from None
     finally:
-        try:
+        with contextlib.suppress(OSError):
             storage.delete(marker)
-        except OSError:
-            pass
     for _, where, problem in answers:
         if problem is not None:
             kind = "node-local" if problem in ("does not see it", "sees a different directory at that path") else "not usable"

@@ -9,13 +9,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ascood.config import ConfigError, TrainConfig, validate_config
+from ascood.choices import one_of
+from ascood.config import ConfigError, TrainConfig, field_name, validate_config
 from ascood.yamlfile import YamlFileError, read_mapping
 
 OBJECTIVE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy")
 MINIMIZED = {"fpr95"}
 SEARCHABLE = ("alpha", "alpha_min_ratio", "p_inv", "lam", "sigma", "ood_type", "lr")
-TRIAL_KEY_ALIASES = {"lambda": "lam"}
 
 
 class Strict(BaseModel):
@@ -54,7 +54,7 @@ class Space(Strict):
     alpha: Dimension | None = None
     alpha_min_ratio: Dimension | None = None
     p_inv: Dimension | None = None
-    lam: Dimension | None = Field(None, alias="lambda")
+    lam: Dimension | None = Field(None, alias=TrainConfig.model_fields["lam"].alias)
     sigma: Dimension | None = None
     ood_type: Dimension | None = None
     lr: Dimension | None = None
@@ -93,9 +93,7 @@ class Objective(Strict):
     def _scorer(cls, v: str) -> str:
         from ascood.scorers import SCORERS
 
-        if v not in SCORERS:
-            raise ValueError(f"expected one of {', '.join(SCORERS)}, got {v!r}")
-        return v
+        return one_of(v, SCORERS)
 
     @property
     def name(self) -> str:
@@ -239,7 +237,8 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
 
 
 def normalize_trial_keys(values: dict) -> dict:
-    return {TRIAL_KEY_ALIASES.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in values.items()}
+    """Trial options keyed by TrainConfig field (so a dataset's `lambda` overrides the sweep's `lam`)."""
+    return {field_name(k): v for k, v in values.items()}
 
 
 def trial_defaults(spec: SweepSpec, dataset: DatasetSpec) -> dict:

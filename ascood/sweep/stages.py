@@ -20,9 +20,9 @@ from ascood import storage
 from ascood.config import validate_config
 from ascood.results import SETTING_COLUMNS
 from ascood.sweep import shared_output
-from ascood.sweep.results_status import ResultsStatusCallback
 from ascood.sweep.paths import SweepPaths, experiment_name
 from ascood.sweep.progress import ProgressCallback, SweepProgress
+from ascood.sweep.results_status import ResultsStatusCallback
 from ascood.sweep.searcher import make_searcher
 from ascood.sweep.spec import DatasetSpec, SweepSpec, grid_size, normalize_trial_keys, space_for, trial_defaults
 from ascood.sweep.summary import best_search_trial, ranked_search_trials

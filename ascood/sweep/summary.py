@@ -124,10 +124,10 @@ def summary_table(summaries: list[DatasetSummary], objective: Objective, name: s
     for s in summaries:
         embedded |= s.embedded
 
-        def pm(key: str) -> str:
-            if key not in s.final:
+        def pm(key: str, final: dict = s.final) -> str:
+            if key not in final:
                 return "-"
-            mean, std = s.final[key]
+            mean, std = final[key]
             return f"{mean:.1f}±{std:.1f}"
 
         best = "-" if s.best is None else f"{s.best.objective:.2f}"
@@ -135,7 +135,8 @@ def summary_table(summaries: list[DatasetSummary], objective: Objective, name: s
         if s.best is not None:
             configs.append(f"{s.benchmark}: " + " ".join(f"{k}={_fmt(v)}" for k, v in s.best.params.items()))
     scope = "all OOD sets" if objective.ood == "all" else objective.ood
-    caption = [f"val: {objective.scorer} over {scope}; test: same, mean±std over {max((s.final_seeds for s in summaries), default=0)} final seeds"]
+    seeds = max((s.final_seeds for s in summaries), default=0)
+    caption = [f"val: {objective.scorer} over {scope}; test: same, mean±std over {seeds} final seeds"]
     caption += [f"best {c}" for c in configs]
     if embedded:
         caption.append("embedded benchmarks: a demo and test bed, not results on the paper's benchmarks")
@@ -147,7 +148,9 @@ def summary_table(summaries: list[DatasetSummary], objective: Objective, name: s
 def summary_json(summaries: list[DatasetSummary]) -> str:
     return json.dumps([{
         "benchmark": s.benchmark, "setting": s.setting, "trials": s.trials,
-        "best": None if s.best is None else {"trial_id": s.best.trial_id, "objective": s.best.objective,
-                                             "params": {k: (v.item() if hasattr(v, "item") else v) for k, v in s.best.params.items()}},
+        "best": None if s.best is None else {
+            "trial_id": s.best.trial_id, "objective": s.best.objective,
+            "params": {k: (v.item() if hasattr(v, "item") else v) for k, v in s.best.params.items()},
+        },
         "final": {k: {"mean": m, "std": sd} for k, (m, sd) in s.final.items()}, "final_seeds": s.final_seeds,
     } for s in summaries], indent=2)

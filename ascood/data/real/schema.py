@@ -10,6 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from ascood.choices import expected_one_of
 from ascood.data.errors import UnknownBenchmarkError
 from ascood.data.types import Geometry
 
@@ -111,8 +112,8 @@ def resolve_params(defn: BenchmarkDef, given: dict[str, str]) -> dict[str, float
     params: dict[str, float | int | None] = {**defn.params, "size": defn.image.size}
     for key, text in given.items():
         if key not in params:
-            expected = ", ".join(sorted([*params, "without"]))
-            raise UnknownBenchmarkError(f"{defn.name}: unknown parameter {key!r}; expected one of {expected}")
+            choices = sorted([*params, "without"])
+            raise UnknownBenchmarkError(f"{defn.name}: unknown parameter {key!r}; {expected_one_of(choices, key)}")
         try:
             value = float(text) if key == "r" else int(text)
         except ValueError:
