@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ascood.choices import one_of
+from ascood.domains import DOMAINS, Float, Int, check_value
 from ascood.method.normalization import FEATURE_NORMS
 from ascood.method.synthesis import SYNTHESIS_KINDS
 from ascood.metrics import FPR_CONVENTIONS
@@ -28,54 +29,38 @@ class TrainConfig(BaseModel):
     method: Literal["ascood", "ce"] = "ascood"
     backbone: str = "small_cnn"
     weights: Path | None = None
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
-    eval_batch_size: int = Field(512, ge=1)
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    epochs: Int = Field(10, ge=1)
+    batch_size: Int = Field(128, ge=1)
+    eval_batch_size: Int = Field(512, ge=1)
+    lr: Float = 0.05
+    momentum: Float = 0.9
+    weight_decay: Float = 5e-4
     nesterov: bool = True
-    fc_lr_factor: float = Field(1.0, gt=0)
-    alpha_max: float = Field(1.0, ge=0)
-    alpha_min: float = Field(1.0, ge=0)
-    p_inv: float = 0.1
-    lam: float = Field(1.0, alias="lambda")  # the paper's λ; users write `lambda`, code and results say `lam`
-    sigma: float = 0.5
+    fc_lr_factor: Float = 1.0
+    alpha_max: Float = 1.0
+    alpha_min: Float = 1.0
+    p_inv: Float = 0.1
+    lam: Float = Field(1.0, alias="lambda")  # the paper's λ; users write `lambda`, code and results say `lam`
+    sigma: Float = 0.5
     ood_type: str = "gradient"
     feature_norm: str | None = None
     saliency_mode: Literal["eval", "train"] = "eval"
-    seed: int = 0
+    seed: Int = 0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     channels_last: bool = True
-    eval_every: int = Field(1, ge=1)
+    eval_every: Int = Field(1, ge=1)
     scorers: tuple[str, ...] = DEFAULT_SCORERS
     scorer_search: bool = False
-    odin_temperature: float = Field(1000.0, gt=0)
-    odin_epsilon: float = Field(0.0014, ge=0)
-    iodin_k: int = Field(1, ge=1)
+    odin_temperature: Float = 1000.0
+    odin_epsilon: Float = 0.0014
+    iodin_k: Int = Field(1, ge=1)
     fpr_convention: str = "openood"
-    num_workers: int = Field(0, ge=0)
+    num_workers: Int = Field(0, ge=0)
 
-    @field_validator("p_inv")
+    @field_validator(*DOMAINS)
     @classmethod
-    def _p_inv(cls, v: float) -> float:
-        if not 0 < v <= 1:
-            raise ValueError(f"expected a value in (0, 1], got {v}")
-        return v
-
-    @field_validator("sigma")
-    @classmethod
-    def _sigma(cls, v: float) -> float:
-        if not v > 0:
-            raise ValueError(f"expected a value > 0, got {v}")
-        return v
-
-    @field_validator("lam")
-    @classmethod
-    def _lam(cls, v: float) -> float:
-        if not v >= 0:
-            raise ValueError(f"expected a value >= 0, got {v}")
-        return v
+    def _in_domain(cls, v: float, info) -> float:
+        return check_value(info.field_name, v)
 
     @field_validator("ood_type")
     @classmethod

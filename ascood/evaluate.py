@@ -30,7 +30,8 @@ class SetResult:
     ood_group: str
     scorer: str
     n_ood: int
-    metrics: OODMetrics
+    metrics: OODMetrics | None  # None when the scorer failed (see `error`)
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,19 +151,25 @@ class Evaluator:
 
             def auroc(i: int) -> float:
                 ood = np.concatenate([g[i] for g in grid_ood])
-                return ood_metrics(grid_id[i], ood, fpr_convention=self.fpr_convention).auroc
+                return self._grid_auroc(grid_id[i], ood)
         else:
             def auroc(i: int) -> float:
                 candidate = type(scorer)(**{**scorer.params(), **points[i]})
                 candidate.setup(train, model.head)
                 id_scores = self.score(candidate, model, ("val", "id"), outputs).numpy()
                 ood_scores = np.concatenate([self.score(candidate, model, k, outputs).numpy() for k in val_ood])
-                return ood_metrics(id_scores, ood_scores, fpr_convention=self.fpr_convention).auroc
+                return self._grid_auroc(id_scores, ood_scores)
 
         best = points[select_grid_point(len(points), auroc)]
         chosen = type(scorer)(**{**scorer.params(), **best})
         chosen.setup(train, model.head)
         return chosen
+
+    def _grid_auroc(self, id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+        """A grid point whose scores are not all finite is never chosen."""
+        if not (np.isfinite(id_scores).all() and np.isfinite(ood_scores).all()):
+            return -np.inf
+        return ood_metrics(id_scores, ood_scores, fpr_convention=self.fpr_convention).auroc
 
     def evaluate(
         self, model: nn.Module, scorers: list[Scorer], *, search: bool = False, cache: Path | None = None,
@@ -181,22 +188,53 @@ class Evaluator:
                 outputs = self.cached_outputs(model, cache)
             else:
                 outputs = self.all_outputs(model, train=any(s.needs_train for s in scorers))
-            used = [self.fit(s, model, outputs, search=search) for s in scorers]
-            return [self._split(model, used, split, outputs) for split in self.splits], used
+            used, errors = [], {}
+            for s in scorers:
+                try:
+                    used.append(self.fit(s, model, outputs, search=search))
+                except Exception as exc:  # a degenerate fit fails this scorer only
+                    used.append(s)
+                    errors[s.name] = f"{s.name}: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+            return [self._split(model, used, split, outputs, errors) for split in self.splits], used
         finally:
             model.train(was_training)
 
-    def _split(self, model: nn.Module, scorers: list[Scorer], split: str, outputs: dict) -> SplitResult:
+    def _split(
+        self, model: nn.Module, scorers: list[Scorer], split: str, outputs: dict, errors: dict[str, str]
+    ) -> SplitResult:
+        """Metrics of every scorer on every OOD set of `split`. A scorer that fails, or gives a NaN
+        or infinite score to any sample, gets rows without metrics and the reason; the others go on."""
         id_out = outputs[(split, "id")]
         acc = accuracy(id_out.logits.argmax(dim=1).numpy(), id_out.labels.numpy())
         result = SplitResult(split, acc, len(id_out.labels))
-        id_scores = {s.name: self.score(s, model, (split, "id"), outputs).numpy() for s in scorers}
+        errors = dict(errors)
+        id_scores = {s.name: self._checked(s, model, (split, "id"), outputs, errors) for s in scorers}
         for o in self.data.ood_sets(split):
             for s in scorers:
-                b = self.score(s, model, (split, o.name), outputs).numpy()
+                b = self._checked(s, model, (split, o.name), outputs, errors)
+                if s.name in errors:
+                    result.sets.append(SetResult(o.name, o.group, s.name, 0 if b is None else len(b), None,
+                                                 errors[s.name]))
+                    continue
                 m = ood_metrics(id_scores[s.name], b, fpr_convention=self.fpr_convention)
                 result.sets.append(SetResult(o.name, o.group, s.name, len(b), m))
         return result
+
+    def _checked(
+        self, scorer: Scorer, model: nn.Module, key: tuple[str, str], outputs: dict, errors: dict[str, str]
+    ) -> np.ndarray | None:
+        """The scorer's scores of one set, or None (with the reason in `errors`) when it failed."""
+        if scorer.name in errors:
+            return None
+        try:
+            scores = self.score(scorer, model, key, outputs).numpy()
+        except Exception as exc:
+            errors[scorer.name] = f"{scorer.name}: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+            return None
+        bad = int((~np.isfinite(scores)).sum())
+        if bad:
+            errors[scorer.name] = f"{scorer.name}: {bad} of {scores.size} scores on {key[0]} {key[1]} are NaN or infinite"
+        return scores
 
 
 def select_grid_point(n: int, objective) -> int:

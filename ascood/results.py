@@ -28,7 +28,10 @@ if TYPE_CHECKING:
     from ascood.evaluate import SplitResult
     from ascood.scorers import Scorer
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Columns each version added; files of an older version read with those columns null.
+ADDED_IN = {"scorer_error": 2}
+READABLE_VERSIONS = (1, 2)
 STATUSES = ("running", "completed", "stopped-early", "failed")
 # What names one setting of the method (what the cross-setting analysis compares).
 SETTING_COLUMNS = ("alpha_max", "alpha_min", "p_inv", "lam", "sigma", "ood_type", "lr")
@@ -56,6 +59,7 @@ SCHEMA = pa.schema(
         ("scorer", pa.string()),
         ("scorer_params", pa.string()),
         ("scorer_selection", pa.string()),
+        ("scorer_error", pa.string()),
         ("id_accuracy", pa.float64()),
         ("auroc", pa.float64()),
         ("fpr95", pa.float64()),
@@ -152,7 +156,8 @@ def make_rows(
             rows.append({
                 **base, "split": split.split, "ood_set": s.ood_set, "ood_group": s.ood_group, "scorer": s.scorer,
                 "scorer_params": params[s.scorer], "scorer_selection": selection[s.scorer],
-                "id_accuracy": split.id_accuracy, "n_id": split.n_id, "n_ood": s.n_ood, **s.metrics.as_dict(),
+                "id_accuracy": split.id_accuracy, "n_id": split.n_id, "n_ood": s.n_ood, "scorer_error": s.error,
+                **(s.metrics.as_dict() if s.metrics is not None else {}),
             })
     return rows
 
@@ -190,23 +195,30 @@ def read_results(path: str | Path) -> pd.DataFrame:
     files = [path] if not storage.exists(path) or str(path).endswith(".parquet") else storage.list_files(path, ".parquet")
     if not files or not storage.exists(files[0]):
         raise FileNotFoundError(f"{path}: no results found")
-    tables = [storage.read_table(f) for f in files]
-    for f, t in zip(files, tables, strict=True):
-        if "schema_version" not in t.schema.names or set(t.column("schema_version").to_pylist()) - {SCHEMA_VERSION}:
-            raise ValueError(f"{f}: results schema version is not {SCHEMA_VERSION}")
-        missing = [c for c in SCHEMA.names if c not in t.schema.names]
-        if missing:
-            raise ValueError(f"{f}: results lack column(s) {', '.join(missing[:3])} of schema version {SCHEMA_VERSION}")
+    tables = [_upgraded(f, storage.read_table(f)) for f in files]
     return pa.concat_tables([t.cast(SCHEMA) for t in tables]).to_pandas()
+
+
+def _upgraded(f: str | Path, t: pa.Table) -> pa.Table:
+    """A table of any readable version as the current one (added columns null), or a clear error."""
+    versions = set(t.column("schema_version").to_pylist()) if "schema_version" in t.schema.names else {None}
+    if versions - set(READABLE_VERSIONS):
+        raise ValueError(f"{f}: results schema version {sorted(versions, key=str)} is not one of {READABLE_VERSIONS}")
+    for column, since in ADDED_IN.items():
+        if column not in t.schema.names and min(versions, default=SCHEMA_VERSION) < since:
+            kind = SCHEMA.field(column).type
+            t = t.append_column(pa.field(column, kind), pa.nulls(len(t), kind))
+    missing = [c for c in SCHEMA.names if c not in t.schema.names]
+    if missing:
+        version = max(versions, default=SCHEMA_VERSION)
+        raise ValueError(f"{f}: results lack column(s) {', '.join(missing[:3])} of schema version {version}")
+    t = t.select(SCHEMA.names)
+    return t.set_column(0, "schema_version", pa.array([SCHEMA_VERSION] * len(t), pa.int32()))
 
 
 def read_rows(path: str | Path) -> list[dict]:
     """One results file as a list of row dicts (nulls as None), checking the schema version."""
-    rows = storage.read_table(path).to_pylist()
-    bad = {r["schema_version"] for r in rows} - {SCHEMA_VERSION}
-    if bad:
-        raise ValueError(f"{path}: results schema version {sorted(bad)}, expected {SCHEMA_VERSION}")
-    return rows
+    return _upgraded(path, storage.read_table(path)).to_pylist()
 
 
 def upsert_epoch(rows: list[dict], new_rows: list[dict]) -> list[dict]:

@@ -104,3 +104,21 @@ def copy_tree(src: str, dst: str) -> None:
     dfs, dpath = resolve(dst)
     dfs.create_dir(dpath, recursive=True)
     pafs.copy_files(spath, dpath, source_filesystem=sfs, destination_filesystem=dfs)
+
+
+def unusable_dir(location: str | Path) -> str | None:
+    """Why a local `location` cannot be (or become) a writable directory, or None if it can.
+    Checked before anything is created; object-storage URIs are checked by writing (cluster sweeps)."""
+    if is_uri(location):
+        return None
+    path = Path(location).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        return "exists and is not a directory"
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"cannot be created: {ancestor} is a file"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot be {'written' if ancestor == path else 'created'}: {ancestor} is not writable"
+    return None

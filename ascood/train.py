@@ -36,7 +36,11 @@ from ascood.models import OODNet, create_model
 CHECKPOINT = "checkpoint.pt"
 
 
-class TrainingDiverged(RuntimeError):
+class RunFailed(RuntimeError):
+    """The run cannot go on; it ends `failed` with this message as the reason (never a crash)."""
+
+
+class TrainingDiverged(RunFailed):
     """The loss became NaN or infinite."""
 
 

@@ -32,7 +32,7 @@ from ascood.results import (
     write_results,
 )
 from ascood.scorers import build_scorers
-from ascood.train import CHECKPOINT, EpochHook, EpochStats, StepHook, TrainingDiverged, fit, make_accelerator
+from ascood.train import CHECKPOINT, EpochHook, EpochStats, RunFailed, StepHook, fit, make_accelerator
 
 RESULTS = "results.parquet"
 ATTEMPTS = "attempts.jsonl"
@@ -144,7 +144,7 @@ def run_trial(
 
     try:
         fit(cfg, data, out_dir, accelerator, on_epoch_end=epoch_end, on_step=on_step, after_checkpoint=after_checkpoint)
-    except TrainingDiverged as exc:
+    except RunFailed as exc:
         trial.status, trial.reason = "failed", str(exc)
         write("failed", str(exc))
         trial.rows = rows

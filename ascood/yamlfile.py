@@ -1,4 +1,4 @@
-"""Reading a YAML mapping from a file, with one-line errors that name the file (and line)."""
+"""Reading a user's text or YAML file, with one-line errors that name the file (and line or byte)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,26 @@ class YamlFileError(ValueError):
     """A missing file, a YAML syntax error (file:line) or a top level that is not a mapping."""
 
 
-def read_mapping(path: str | Path, what: str = "file") -> dict:
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The file's text; a missing, unreadable or non-UTF-8 file is one line naming it (and the byte)."""
     path = Path(path)
     if not path.is_file():
         raise YamlFileError(f"{what} {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise YamlFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlFileError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+def read_mapping(path: str | Path, what: str = "file") -> dict:
+    path = Path(path)
+    text = read_text(path, what)
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

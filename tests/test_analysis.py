@@ -101,7 +101,7 @@ def test_mixed_schema_is_a_clear_error(tmp_path):
     import pyarrow.parquet as pq
 
     (tmp_path / "results").mkdir()
-    pq.write_table(pa.table({"schema_version": [2], "run_id": ["r"]}), tmp_path / "results" / "x.parquet")
+    pq.write_table(pa.table({"schema_version": [99], "run_id": ["r"]}), tmp_path / "results" / "x.parquet")
     with pytest.raises(AnalysisInputError, match="schema version"):
         load_sweeps([tmp_path])
     pq.write_table(pa.table({"schema_version": pa.array([1], pa.int32()), "run_id": ["r"]}), tmp_path / "results" / "x.parquet")

@@ -56,10 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     from ascood.posthoc import RunDirError, evaluate_run
     from ascood.results import write_results
     from ascood.scorers import SCORERS
+    from ascood.storage import unusable_dir
     names = list(SCORERS) if args.scorers == "all" else [s.strip() for s in args.scorers.split(",")]
     unknown = [s for s in names if s not in SCORERS]
     if unknown:
         fail(PROG, f"--scorers: unknown {', '.join(unknown)}; expected names from {', '.join(SCORERS)}")
+    if args.out is not None:
+        reason = "is a directory; expected a Parquet file name" if args.out.is_dir() else unusable_dir(args.out.parent)
+        if reason:
+            fail(PROG, f"--out {args.out}: {reason}")
     console = Console()
     all_rows = []
     for run in args.runs:

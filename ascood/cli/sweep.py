@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     from ascood.sweep.engine import SweepRun, SweepSetupError, run_sweep
     from ascood.sweep.progress import SweepProgress
     from ascood.sweep.spec import SweepFileError, load_sweep
+    from ascood.yamlfile import read_text
 
     try:
         spec, _ = load_sweep(args.file)
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = spec.model_copy(update={"data_root": str(data_root)})
     if args.output:
         spec = spec.model_copy(update={"output": args.output})
-    run = SweepRun(spec, Path(args.file).read_text(), resume=args.resume, fresh=args.fresh, address=args.address,
+    run = SweepRun(spec, read_text(args.file), resume=args.resume, fresh=args.fresh, address=args.address,
                    skip_corrupt=skip_corrupt_from_env())
     label = f"val/{spec.objective.name} ({spec.objective.scorer})"
     live = console.is_terminal and not args.no_progress

@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from ascood.data import DatasetError
     from ascood.data.env import skip_corrupt_from_env
     from ascood.results import run_id_for
+    from ascood.storage import unusable_dir
     from ascood.train import make_accelerator
     from ascood.trial import run_trial
 
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     main_proc = PartialState().is_main_process
     console = Console(stderr=False)
     out = args.out or Path("runs") / run_id_for(cfg)
+    reason = unusable_dir(out)
+    if reason:
+        fail(PROG, f"--out {out}: {reason}")
     show = main_proc and not args.no_progress and console.is_terminal
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -83,18 +83,21 @@ def write_cifar(root: Path, which: str, *, per_class: int = 3, seed: int = 0) ->
     """torchvision's CIFAR python batches (`cifar-10-batches-py/` or `cifar-100-python/`)."""
     rng = np.random.default_rng(seed)
     classes = 10 if which == "cifar10" else 100
-    key = b"labels" if which == "cifar10" else b"fine_labels"
+    key = "labels" if which == "cifar10" else "fine_labels"
 
-    def batch(n_per_class: int) -> dict:
+    def batch(n_per_class: int) -> dict:  # str keys: what torchvision's reader (latin-1) sees in the real files
         labels = np.repeat(np.arange(classes), n_per_class)
-        return {b"data": rng.integers(0, 256, size=(labels.size, 3072), dtype=np.uint8), key: labels.tolist()}
+        return {"data": rng.integers(0, 256, size=(labels.size, 3072), dtype=np.uint8), key: labels.tolist()}
 
     if which == "cifar10":
         d = root / "cifar-10-batches-py"
         files = {f"data_batch_{i}": batch(per_class) for i in range(1, 6)} | {"test_batch": batch(per_class * 2)}
+        files["batches.meta"] = {"label_names": [f"class {c}" for c in range(classes)], "num_vis": 3072}
     else:
         d = root / "cifar-100-python"
         files = {"train": batch(per_class), "test": batch(per_class * 2)}
+        files["meta"] = {"fine_label_names": [f"class {c}" for c in range(classes)],
+                         "coarse_label_names": [f"super {c}" for c in range(20)]}
     d.mkdir(parents=True, exist_ok=True)
     for f, content in files.items():
         with open(d / f, "wb") as fh:

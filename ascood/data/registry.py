@@ -36,22 +36,24 @@ class BenchmarkSpec:
     embedded: bool = False
     version: int = 1
     params: bool = False  # takes `name[key=value,…]` parameters
+    check_params: Callable[[dict[str, str]], object] | None = None  # raises UnknownBenchmarkError
 
 
 _REGISTRY: dict[str, BenchmarkSpec] = {}
 
 
 def register_benchmark(name: str, *, setting: str, description: str, embedded: bool = False, version: int = 1,
-                       params: bool = False):
+                       params: bool = False, check_params: Callable[[dict[str, str]], object] | None = None):
     """Decorator adding a builder to the registry under `name`: `fn(seed)` for embedded
     benchmarks, `fn(seed, root, skip_corrupt, /, **params)` for those built from the user's data
-    under `root` (positional-only, so no `name[key=value]` parameter can collide with them)."""
+    under `root` (positional-only, so no `name[key=value]` parameter can collide with them).
+    `check_params` refuses bad parameter values by name alone, before any data is read."""
     one_of(setting, SETTINGS, "setting")
 
     def wrap(fn: Callable[..., BenchmarkData]) -> Callable[..., BenchmarkData]:
         if name in _REGISTRY:
             raise ValueError(f"benchmark {name!r} is registered twice")
-        _REGISTRY[name] = BenchmarkSpec(name, setting, description, fn, embedded, version, params)
+        _REGISTRY[name] = BenchmarkSpec(name, setting, description, fn, embedded, version, params, check_params)
         return fn
 
     return wrap
@@ -87,6 +89,8 @@ def get_spec(name: str) -> BenchmarkSpec:
         ) from None
     if params and not spec.params:
         raise UnknownBenchmarkError(f"benchmark {base!r} takes no parameters, got {name!r}")
+    if params and spec.check_params is not None:
+        spec.check_params(params)
     return spec
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,10 +55,7 @@ def read_imglist(file: Path, image_root: Path) -> Records:
     """An OpenOOD image list: `relative/path label` per line, the label a Python literal (an int,
     or a dict of extra fields, which OpenOOD reads as label 0)."""
     paths, labels = [], []
-    try:
-        lines = file.read_text().splitlines()
-    except OSError as exc:
-        raise DataLayoutError(f"{file}: cannot read ({exc.strerror})") from None
+    lines = _text(file).splitlines()
     for n, line in enumerate(lines, 1):
         line = line.rstrip("\r")
         if not line.strip():
@@ -81,9 +79,24 @@ def read_imglist(file: Path, image_root: Path) -> Records:
 
 
 def list_images(root: Path) -> list[Path]:
-    """Image files under `root`, recursively, in sorted order (hidden files left out)."""
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-                  and p.is_file())
+    """Image files under `root`, recursively, in sorted order (hidden files left out).
+
+    Symlinked folders are followed (OOD sets are often assembled from links to class folders), as
+    torchvision's readers do; a folder reached again through a link cycle is walked once.
+    """
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        for name in files:
+            path = Path(top) / name
+            if path.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and path.is_file():
+                found.append(path)
+    return sorted(found)
 
 
 def read_class_folders(root: Path, classes: list[str] | None = None) -> tuple[Records, list[str]]:
@@ -113,10 +126,7 @@ def read_ood_folder(root: Path) -> Records:
 
 def read_class_list(file: Path) -> list[str]:
     """One class id (e.g. an ImageNet wnid) per line; blank lines and `#` comments ignored."""
-    try:
-        names = [ln.split()[0] for ln in file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    except OSError as exc:
-        raise DataLayoutError(f"{file}: cannot read the class list ({exc.strerror})") from None
+    names = [ln.split()[0] for ln in _text(file).splitlines() if ln.strip() and not ln.startswith("#")]
     if len(set(names)) != len(names):
         raise DataLayoutError(f"{file}: class list has duplicates")
     return names
@@ -130,11 +140,13 @@ def read_cifar(directory: Path, files: list[str], label_key: str) -> Records:
         try:
             with open(path, "rb") as f:
                 batch = pickle.load(f, encoding="bytes")
-            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            lab = np.asarray(batch[label_key.encode()], dtype=np.int64)
+            # The published batches are Python 2 pickles (keys read as bytes); rewritten ones may use str.
+            batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+            data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            lab = np.asarray(batch[label_key], dtype=np.int64)
         except OSError as exc:
             raise DataLayoutError(f"{path}: cannot read ({exc.strerror})") from None
-        except (KeyError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+        except (KeyError, ValueError, AttributeError, pickle.UnpicklingError, EOFError) as exc:
             raise DataLayoutError(f"{path}: not a CIFAR python batch ({type(exc).__name__}: {exc})") from None
         if len(lab) != len(data):
             raise DataLayoutError(f"{path}: {len(data)} images but {len(lab)} labels")
@@ -150,7 +162,7 @@ def read_waterbirds(directory: Path) -> dict[str, Records]:
     rows: dict[str, tuple[list, list, list]] = {"train": ([], [], []), "val": ([], [], []), "test": ([], [], [])}
     names = {"0": "train", "1": "val", "2": "test"}
     try:
-        with open(meta, newline="") as f:
+        with open(meta, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             need = {"img_filename", "y", "split", "place"}
             if not need <= set(reader.fieldnames or ()):
@@ -168,6 +180,8 @@ def read_waterbirds(directory: Path) -> dict[str, Records]:
                 rows[split][2].append(place)
     except OSError as exc:
         raise DataLayoutError(f"{meta}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise DataLayoutError(f"{meta}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     return {s: Records(np.array(y, dtype=np.int64), p, attrs={"place": np.array(pl, dtype=np.int64)})
             for s, (p, y, pl) in rows.items()}
 
@@ -175,11 +189,7 @@ def read_waterbirds(directory: Path) -> dict[str, Records]:
 def read_celeba(directory: Path) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
     """torchvision's CelebA files: (image paths, attribute name → 0/1 array, partition 0/1/2)."""
     attr_file, part_file = directory / "list_attr_celeba.txt", directory / "list_eval_partition.txt"
-    try:
-        lines = attr_file.read_text().splitlines()
-        part_lines = part_file.read_text().splitlines()
-    except OSError as exc:
-        raise DataLayoutError(f"{exc.filename}: cannot read ({exc.strerror})") from None
+    lines, part_lines = _text(attr_file).splitlines(), _text(part_file).splitlines()
     if len(lines) < 3:
         raise DataLayoutError(f"{attr_file}: expected a count line, a header line and one line per image")
     header = lines[1].split()
@@ -251,7 +261,14 @@ def read_cars(directory: Path) -> dict[str, Records]:
 
 
 def _lines(file: Path) -> list[str]:
+    return [ln.strip() for ln in _text(file).splitlines() if ln.strip()]
+
+
+def _text(file: Path) -> str:
+    """A list or metadata file as UTF-8 text; unreadable or not UTF-8 is one line naming it."""
     try:
-        return [ln.strip() for ln in file.read_text().splitlines() if ln.strip()]
+        return file.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise DataLayoutError(f"{file}: cannot read ({exc.strerror})") from None
+        raise DataLayoutError(f"{file}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataLayoutError(f"{file}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None

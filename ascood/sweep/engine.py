@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
@@ -19,10 +20,12 @@ import ray
 from ray import tune
 
 from ascood import storage
+from ascood.data.env import cache_dir
 from ascood.sweep import shared_output
 from ascood.sweep.errors import SweepSetupError
+from ascood.sweep.local_ray import start_local_ray
 from ascood.sweep.paths import SweepPaths
-from ascood.sweep.preflight import check_datasets, prepare_output
+from ascood.sweep.preflight import check_datasets, check_output, prepare_output
 from ascood.sweep.progress import SweepProgress
 from ascood.sweep.resources import concurrency, trial_resources
 from ascood.sweep.spec import SweepSpec
@@ -45,29 +48,42 @@ class SweepRun:
 
 
 def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
-    """Run (or resume) every stage of the sweep. Blocks until done."""
+    """Run (or resume) every stage of the sweep. Blocks until done. A start that fails before the
+    first stage (data, output, resources, Ray) leaves nothing behind that it created."""
     spec = run.spec
     paths = SweepPaths(shared_output.location(spec.output))
+    check_output(paths.out)
+    if not run.address:  # what a local Ray will have: refuse a trial that cannot fit before starting it
+        concurrency(spec, float(os.cpu_count() or 1), float(local_gpus()))
     check_datasets(spec, skip_corrupt=run.skip_corrupt)
+    undo = lambda: None  # noqa: E731
     if not run.address:  # on a cluster the output is claimed once every node has been asked
-        prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
+        undo = prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
     env = {k: os.environ[k] for k in ("ASCOOD_CACHE",) if k in os.environ}
     env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # a failed trial's last report has no objective
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables under our Rich display
     init_kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if run.address:
-        _connect(run.address, init_kwargs)
-    else:
-        ray.init(num_cpus=os.cpu_count(), **init_kwargs)
     try:
-        total = ray.cluster_resources()
         if run.address:
-            paths = claim_shared_output(run, paths, progress)
-            max_conc = cluster_concurrency(spec, total.get("CPU", 0.0), total.get("GPU", 0.0), progress)
+            _connect(run.address, init_kwargs)
         else:
-            max_conc = concurrency(spec, total.get("CPU", 0.0), total.get("GPU", 0.0))
+            start_local_ray(cache_dir() / "ray", num_cpus=os.cpu_count(), **init_kwargs)
+    except BaseException:
+        undo()
+        raise
+    try:
+        try:
+            total = ray.cluster_resources()
+            if run.address:
+                paths, undo = claim_shared_output(run, paths, progress)
+                max_conc = cluster_concurrency(spec, total.get("CPU", 0.0), total.get("GPU", 0.0), progress)
+            else:
+                max_conc = concurrency(spec, total.get("CPU", 0.0), total.get("GPU", 0.0))
+        except BaseException:
+            undo()
+            raise
         resources, _ = trial_resources(spec)
         ctx = StageContext(
             spec=spec, paths=paths, trainable=tune.with_resources(sweep_trial, resources), max_concurrent=max_conc,
@@ -80,6 +96,13 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
             paths.study.push()
         ray.shutdown()
     return paths
+
+
+def local_gpus() -> int:
+    """GPUs a local Ray sees (it counts them the same way, through CUDA_VISIBLE_DEVICES)."""
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _connect(address: str, init_kwargs: dict) -> None:
@@ -98,14 +121,17 @@ def _connect(address: str, init_kwargs: dict) -> None:
         raise SweepSetupError(f"--address {address}: cannot join the Ray cluster: {first}") from None
 
 
-def claim_shared_output(run: SweepRun, paths: SweepPaths, progress: SweepProgress) -> SweepPaths:
+def claim_shared_output(
+    run: SweepRun, paths: SweepPaths, progress: SweepProgress
+) -> tuple[SweepPaths, Callable[[], None]]:
     """On a cluster: every alive node must see and write the output before it is claimed; trials
-    then check a marker on their own node (for nodes that join later)."""
+    then check a marker on their own node (for nodes that join later). Returns the paths and what
+    undoes the claim."""
     try:
         nodes = shared_output.check_shared(paths.out, uuid.uuid4().hex)
     except shared_output.OutputNotShared as exc:
         raise SweepSetupError(str(exc)) from None
-    prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
+    undo = prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
     token = shared_output.read_marker(paths.out) or uuid.uuid4().hex  # kept across --resume: trials carry it
     shared_output.write_marker(paths.out, token)
     if nodes == 1 and not storage.is_uri(paths.out):
@@ -113,7 +139,7 @@ def claim_shared_output(run: SweepRun, paths: SweepPaths, progress: SweepProgres
                                "(each trial checks it on its node)[/yellow]")
     study = shared_output.StudyMirror(paths.out)
     study.pull()
-    return SweepPaths(paths.out, study=study, token=token)
+    return SweepPaths(paths.out, study=study, token=token), undo
 
 
 def cluster_concurrency(spec: SweepSpec, cluster_cpus: float, cluster_gpus: float, progress: SweepProgress) -> int:

@@ -21,6 +21,12 @@ def objective_value(df: pd.DataFrame, objective: Objective) -> float | None:
     return float(rows[objective.name].mean())
 
 
+def objective_error(rows: list[dict], objective: Objective) -> str | None:
+    """Why the objective's scorer has no value in these rows (it failed), else None."""
+    errors = objective_rows(pd.DataFrame(rows), objective)["scorer_error"].dropna()
+    return None if errors.empty else str(errors.iloc[0])
+
+
 def epoch_metrics(rows: list[dict], objective: Objective) -> dict:
     """What a trial reports to Tune after an evaluated epoch."""
     df = pd.DataFrame(rows)

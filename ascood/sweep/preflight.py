@@ -4,6 +4,7 @@ each named pretrained backbone, and the objective's OOD selection."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from ascood import storage
@@ -16,8 +17,17 @@ from ascood.sweep.paths import SweepPaths
 from ascood.sweep.spec import SweepSpec, trial_defaults
 
 
-def prepare_output(paths: SweepPaths, spec_text: str, *, resume: bool, fresh: bool) -> None:
-    """Claim the output directory for this sweep file, or refuse with the reason."""
+def check_output(out: str) -> None:
+    """Before anything is created: the output must be (or become) a writable directory."""
+    reason = storage.unusable_dir(out)
+    if reason:
+        raise SweepSetupError(f"output {out}: {reason}")
+
+
+def prepare_output(paths: SweepPaths, spec_text: str, *, resume: bool, fresh: bool) -> Callable[[], None]:
+    """Claim the output directory for this sweep file, or refuse with the reason. Returns what
+    undoes the claim (a failing start leaves nothing behind that it created)."""
+    check_output(paths.out)
     if fresh:
         storage.delete_tree(paths.out)
     previous = storage.read_text(paths.spec_copy)
@@ -29,10 +39,12 @@ def prepare_output(paths: SweepPaths, spec_text: str, *, resume: bool, fresh: bo
             )
         if not resume:
             raise SweepSetupError(f"{paths.out}: holds this sweep already; use --resume to continue it or --fresh")
-        return
+        return lambda: None
     if storage.has_entries(paths.out):
         raise SweepSetupError(f"{paths.out}: exists and is not a sweep output; use another output or --fresh")
+    existed = storage.exists(paths.out)
     storage.write_text(paths.spec_copy, spec_text)
+    return (lambda: storage.delete(paths.spec_copy)) if existed else (lambda: storage.delete_tree(paths.out))
 
 
 def _digest(text: str) -> str:

@@ -11,7 +11,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ascood.choices import one_of
 from ascood.config import ConfigError, TrainConfig, field_name, validate_config
-from ascood.yamlfile import YamlFileError, read_mapping
+from ascood.domains import SPACE_DOMAINS, Float, Int, check_value
+from ascood.method.synthesis import SYNTHESIS_KINDS
+from ascood.yamlfile import YamlFileError, read_mapping, read_text
 
 OBJECTIVE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy")
 MINIMIZED = {"fpr95"}
@@ -25,8 +27,8 @@ class Strict(BaseModel):
 class Dimension(Strict):
     """One searched hyperparameter: a float range (optionally log), a list of choices, or a grid."""
 
-    low: float | None = None
-    high: float | None = None
+    low: Float | None = None
+    high: Float | None = None
     log: bool = False
     choices: list[Any] | None = None
 
@@ -61,13 +63,35 @@ class Space(Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @field_validator(*SEARCHABLE)
+    @classmethod
+    def _in_domain(cls, dim: Dimension | None, info) -> Dimension | None:
+        """Every value the dimension can take lies in its parameter's domain."""
+        if dim is None:
+            return dim
+        name = info.field_name
+        if name == "ood_type":
+            if dim.choices is None:
+                raise ValueError("ood_type is searched over choices")
+            for c in dim.choices:
+                one_of(c, SYNTHESIS_KINDS)
+            return dim
+        values = dim.choices if dim.choices is not None else {"low": dim.low, "high": dim.high}
+        items = values.items() if isinstance(values, dict) else ((f"choice {v!r}", v) for v in values)
+        for where, v in items:
+            try:
+                check_value(name, v, SPACE_DOMAINS)
+            except ValueError as exc:
+                raise ValueError(f"{where} leaves the domain of {name}: {exc}") from None
+        return dim
+
     def dimensions(self) -> dict[str, Dimension]:
         return {k: v for k in SEARCHABLE if (v := getattr(self, k)) is not None}
 
 
 class Algorithm(Strict):
     name: Literal["tpe", "random", "grid"] = "tpe"
-    seed: int = 0
+    seed: Int = 0
     multi_objective: bool = False
 
 
@@ -106,19 +130,19 @@ class Objective(Strict):
 
 class Scheduler(Strict):
     name: Literal["asha"] = "asha"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1)
+    grace_period: Int = Field(1, ge=1)
+    reduction_factor: Float = Field(2.0, gt=1)
 
 
 class Resources(Strict):
     """Per trial: `processes_per_trial` Ray Train workers (one process per GPU, Accelerate inside
     each) or one plain Tune process; a fraction of a GPU lets small single-process trials share one."""
 
-    processes_per_trial: int = Field(1, ge=1)
-    cpus_per_process: float = Field(1.0, gt=0)
-    gpus_per_process: float = Field(0.0, ge=0)
-    max_concurrent_trials: int = Field(2, ge=1)
-    max_failures: int = Field(2, ge=0)
+    processes_per_trial: Int = Field(1, ge=1)
+    cpus_per_process: Float = Field(1.0, gt=0)
+    gpus_per_process: Float = Field(0.0, ge=0)
+    max_concurrent_trials: Int = Field(2, ge=1)
+    max_failures: Int = Field(2, ge=0)
 
     @model_validator(mode="after")
     def _gpus(self) -> Resources:
@@ -137,7 +161,7 @@ def _distinct(v: list[int]) -> list[int]:
     return v
 
 
-Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(_distinct)]
+Seeds = Annotated[list[Int], Field(min_length=1), AfterValidator(_distinct)]
 
 
 class Final(Strict):
@@ -149,7 +173,7 @@ class Transfer(Strict):
     the top-k settings of each dataset's search, plus the sweep's default setting and the plain
     cross-entropy baseline when asked."""
 
-    top_k: int = Field(2, ge=1)
+    top_k: Int = Field(2, ge=1)
     seeds: Seeds = [0, 1, 2]
     defaults: bool = True
     baseline: bool = True
@@ -158,7 +182,7 @@ class Transfer(Strict):
 class DatasetSpec(Strict):
     benchmark: str
     setting: Literal["spurious", "fine-grained", "conventional"] | None = None
-    num_samples: int | None = Field(None, ge=1)
+    num_samples: Int | None = Field(None, ge=1)
     trial: dict[str, Any] = Field(default_factory=dict)
     space: Space | None = None
 
@@ -171,7 +195,7 @@ class SweepSpec(Strict):
     trial: dict[str, Any] = Field(default_factory=dict)
     space: Space
     algorithm: Algorithm = Algorithm()
-    num_samples: int = Field(8, ge=1)
+    num_samples: Int = Field(8, ge=1)
     scheduler: Scheduler | None = None
     objective: Objective = Objective()
     resources: Resources = Resources()
@@ -203,10 +227,10 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
     """Parse and validate a sweep file; returns the spec and the file's content hash."""
     path = Path(path)
     try:
+        text = read_text(path, what="sweep file")
         raw = read_mapping(path, what="sweep file")
     except YamlFileError as exc:
         raise SweepFileError(str(exc)) from None
-    text = path.read_text()
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:

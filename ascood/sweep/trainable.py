@@ -16,9 +16,10 @@ from ascood import storage
 from ascood.config import validate_config
 from ascood.results import RunLabels
 from ascood.sweep import shared_output
-from ascood.sweep.objective import epoch_metrics
+from ascood.sweep.objective import epoch_metrics, objective_error
 from ascood.sweep.paths import results_file, trial_dir
 from ascood.sweep.spec import SEARCHABLE, Objective, params_to_config
+from ascood.train import RunFailed
 from ascood.trial import run_trial
 
 
@@ -68,6 +69,9 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, report) -> No
     reported: list[dict] = []
 
     def on_rows(new_rows: list[dict]) -> None:
+        failed = objective_error(new_rows, objective)
+        if failed:
+            raise RunFailed(f"the objective's scorer failed: {failed}")
         metrics = epoch_metrics(new_rows, objective)
         reported.append(metrics)
         report(metrics)

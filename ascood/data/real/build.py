@@ -59,7 +59,8 @@ def _builder(defn: BenchmarkDef) -> Callable[..., BenchmarkData]:
 
 def _register() -> None:
     for name, defn in definitions().items():
-        register_benchmark(name, setting=defn.setting, description=defn.description, params=True)(_builder(defn))
+        register_benchmark(name, setting=defn.setting, description=defn.description, params=True,
+                           check_params=lambda given, d=defn: specialize(d, given))(_builder(defn))
 
 
 _register()
