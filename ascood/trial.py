@@ -52,11 +52,17 @@ def checkpoint_epoch(out_dir: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["epoch"]) if ckpt.exists() else 0
 
 
-def _kept_rows(results: str, run_id: str, done: int) -> list[dict]:
-    """Rows of this run already on disk, for the epochs its checkpoint covers."""
+def _kept_rows(results: str, run_id: str, done: int, labels: RunLabels) -> list[dict]:
+    """Rows of this run already on disk, for the epochs its checkpoint covers, labelled as this
+    attempt is (a sweep may continue a trial under a new trial id)."""
     if done == 0 or not storage.exists(results):
         return []
-    return [r for r in read_rows(results) if r["run_id"] == run_id and r["epoch"] <= done]
+    here = {"sweep": labels.sweep, "trial_id": labels.trial_id, "stage": labels.stage}
+    return [{**r, **here} for r in read_rows(results) if r["run_id"] == run_id and r["epoch"] <= done]
+
+
+def _finished(rows: list[dict], epochs: int) -> bool:
+    return bool(rows) and all(r["status"] == "completed" for r in rows) and max(r["epoch"] for r in rows) == epochs
 
 
 def log_attempt(out_dir: Path, start_epoch: int) -> None:
@@ -79,13 +85,16 @@ def run_trial(
     on_step: StepHook | None = None,
     on_epoch: EpochHook | None = None,
     on_rows: Callable[[list[dict]], None] | None = None,
+    check_rows: Callable[[list[dict]], None] | None = None,
 ) -> TrialResult:
     """Train and evaluate one run in `out_dir` (resuming it when a checkpoint is there).
 
     Rows go to `results_path` (default `out_dir/results.parquet`); `on_rows` sees each evaluated
     epoch's new rows on every process, after that epoch's checkpoint (a sweep reports from them).
+    `check_rows` sees them first, right after the evaluation, and may end the run (`RunFailed`).
     `data_root` and `skip_corrupt` say where a real benchmark's data is and what to do with an
-    unreadable image; neither is part of the run's identity.
+    unreadable image; neither is part of the run's identity. A run whose results file is already
+    complete (last epoch, `completed`) with its checkpoint is neither trained nor rewritten.
     """
     out_dir = Path(out_dir)
     labels = labels or RunLabels()
@@ -101,7 +110,9 @@ def run_trial(
         data = load_benchmark(cfg.benchmark, root=data_root, skip_corrupt=skip_corrupt)
     run_id = run_id_for(cfg)
     done = checkpoint_epoch(out_dir)
-    rows = _kept_rows(results, run_id, done)
+    rows = _kept_rows(results, run_id, done, labels)
+    if done == cfg.epochs and _finished(rows, cfg.epochs):
+        return TrialResult(run_id, "completed", None, rows)
     if accelerator.is_main_process:
         log_attempt(out_dir, done)
     wall0 = max((r["wall_time_s"] for r in rows), default=0.0)
@@ -133,12 +144,15 @@ def run_trial(
                 labels=labels,
             )
             rows = upsert_epoch(rows, fresh_rows)
-            # The last epoch's rows are final as written: the process may be stopped right after.
-            write("completed" if stats.epoch == cfg.epochs else "running", None)
+            if check_rows is not None:
+                check_rows(fresh_rows)
+            write("running", None)
         if on_epoch is not None:
             on_epoch(stats, model)
 
     def after_checkpoint(stats: EpochStats) -> None:
+        if stats.epoch == cfg.epochs:  # complete only with its checkpoint; before the report,
+            write("completed", None)  # after which the process may be stopped at once
         if on_rows is not None and fresh_rows:
             on_rows(fresh_rows)
 
@@ -150,7 +164,8 @@ def run_trial(
         trial.rows = rows
         return trial
     trial.status = "completed"
-    write("completed", None)
+    if not _finished(rows, cfg.epochs):
+        write("completed", None)
     trial.rows = rows
     return trial
 

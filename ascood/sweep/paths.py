@@ -3,12 +3,13 @@
     OUT/sweep.yaml            the sweep file this directory was made from (resume refuses others)
     OUT/optuna.db             the Optuna studies, one per dataset (`optuna-dashboard sqlite:///OUT/optuna.db`)
     OUT/ray/<stage>-<dataset> Ray Tune experiment state (what `--resume` restores)
-    OUT/trials/<dataset>/…    one directory per trial: its checkpoint
-    OUT/results/<dataset>/…   one Parquet file per trial: `pandas.read_parquet(OUT / "results")`
+    OUT/trials/<dataset>/<key>/   one directory per trial: its checkpoint
+    OUT/results/<dataset>/<key>.parquet   one file per trial: `pandas.read_parquet(OUT / "results")`
 
 OUT is a local path or, on a cluster, a shared path or object storage URI (s3://, gs://). Trial
-directories and result files are named by the Tune trial id, which survives both a worker restart
-and `Tuner.restore`: a restarted trial finds its own checkpoint and its own Parquet file.
+directories and result files are named by `trial_key` (the Optuna trial, or the run), which
+survives a worker restart, `Tuner.restore` and a trial Tune lost in a crash: a restarted trial
+finds its own checkpoint and its own Parquet file.
 """
 
 from __future__ import annotations
@@ -54,10 +55,22 @@ def experiment_name(stage: str, benchmark: str) -> str:
     return f"{stage}-{benchmark}"
 
 
-def trial_dir(out: str, benchmark: str, stage: str, trial_id: str) -> tuple[Path, str | None]:
+OPTUNA_TRIAL = "optuna_trial"  # added to a searched trial's config: the Optuna trial it tells
+
+
+def trial_key(stage: str, config: dict, run_id: str) -> str:
+    """What names a trial's directory and result file. Not Tune's trial id: a trial that Tune lost
+    in a crash and runs again under a new id must find its own checkpoint and file. A searched
+    trial is its Optuna trial; a final or transfer trial is its run (config and seed)."""
+    if OPTUNA_TRIAL in config:
+        return f"{stage}-{int(config[OPTUNA_TRIAL]):04d}"
+    return f"{stage}-{run_id}"
+
+
+def trial_dir(out: str, benchmark: str, key: str) -> tuple[Path, str | None]:
     """(where the trial works, where its files are kept when that is object storage)."""
-    return shared_output.trial_dirs(out, f"trials/{benchmark}/{stage}-{trial_id}")
+    return shared_output.trial_dirs(out, f"trials/{benchmark}/{key}")
 
 
-def results_file(out: str, benchmark: str, stage: str, trial_id: str) -> str:
-    return storage.join(out, "results", benchmark, f"{stage}-{trial_id}.parquet")
+def results_file(out: str, benchmark: str, key: str) -> str:
+    return storage.join(out, "results", benchmark, f"{key}.parquet")

@@ -13,7 +13,7 @@ from ascood.config import validate_config
 from ascood.data import get_spec
 from ascood.results import RunLabels, read_rows, run_id_for, status_row, with_status, write_results
 from ascood.sweep.outcome import Outcome, trial_outcome
-from ascood.sweep.paths import results_file
+from ascood.sweep.paths import results_file, trial_key
 from ascood.sweep.trainable import TrialMeta, trial_values
 
 
@@ -41,12 +41,13 @@ class ResultsStatusCallback(Callback):
         self.mark(trial, "failed", reason)
 
     def mark(self, trial, status: Outcome, reason: str) -> None:
-        path = results_file(self.out, self.benchmark, self.stage, trial.trial_id)
+        meta = TrialMeta(**trial.config["sweep"])
+        cfg = validate_config(trial_values(trial.config, meta))
+        run_id = run_id_for(cfg)
+        path = results_file(self.out, self.benchmark, trial_key(self.stage, trial.config, run_id))
         rows = read_rows(path) if storage.exists(path) else []
         if not rows:
-            meta = TrialMeta(**trial.config["sweep"])
-            cfg = validate_config(trial_values(trial.config, meta))
             spec = get_spec(cfg.benchmark)
             labels = RunLabels(meta.sweep, trial.trial_id, meta.stage)
-            rows = [status_row(cfg, cfg.benchmark, spec.setting, spec.embedded, run_id_for(cfg), status, reason, labels)]
+            rows = [status_row(cfg, cfg.benchmark, spec.setting, spec.embedded, run_id, status, reason, labels)]
         write_results(path, with_status(rows, status, reason))

@@ -9,6 +9,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from ascood.sweep.outcome import trial_outcome
+from ascood.sweep.paths import OPTUNA_TRIAL
 from ascood.sweep.spec import Algorithm, Dimension, Space
 
 
@@ -39,6 +40,25 @@ class TruthfulOptunaSearch(OptunaSearch):
     values, below every completed trial, which is what TPE is designed for), and a trial that
     diverged or crashed is told FAIL (excluded from the model).
     """
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """Optuna's next trial, tagged with its number (what names the trial's files). A trial the
+        study holds as RUNNING that no Tune trial owns (Tune lost it in a crash after Optuna was
+        asked) is handed out again before anything new is asked: it continues from its own
+        checkpoint instead of being trained anew under another number."""
+        if trial_id not in self._ot_trials:
+            orphan = self._orphan()
+            if orphan is not None:
+                self._ot_trials[trial_id] = optuna.Trial(self._ot_study, orphan._trial_id)
+        params = super().suggest(trial_id)
+        if params is None:
+            return None
+        return {**params, OPTUNA_TRIAL: self._ot_trials[trial_id].number}
+
+    def _orphan(self) -> optuna.trial.FrozenTrial | None:
+        owned = {t._trial_id for t in self._ot_trials.values()}
+        running = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        return next((t for t in sorted(running, key=lambda t: t.number) if t._trial_id not in owned), None)
 
     def _already_told(self, trial_id: str) -> bool:
         """True when the study already holds this trial's outcome.

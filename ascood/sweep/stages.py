@@ -18,7 +18,7 @@ from ray import tune
 
 from ascood import storage
 from ascood.config import validate_config
-from ascood.results import SETTING_COLUMNS
+from ascood.results import SETTING_COLUMNS, read_rows, with_status, write_results
 from ascood.sweep import shared_output
 from ascood.sweep.paths import SweepPaths, experiment_name
 from ascood.sweep.progress import ProgressCallback, SweepProgress
@@ -98,7 +98,7 @@ def _search_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Pl
     def search() -> tuple[Any, Any]:
         searcher = make_searcher(
             space=space_for(spec, dataset), algorithm=spec.algorithm, metric=metric, mode=mode,
-            storage=ctx.study_storage, study_name=f"{spec.name}-{dataset.benchmark}",
+            storage=ctx.study_storage, study_name=study_name(spec, dataset),
         )
         scheduler = None
         if spec.scheduler is not None:
@@ -109,7 +109,23 @@ def _search_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Pl
         return searcher, scheduler
 
     n = num_samples(spec, dataset)
-    return Plan(trials=n, num_samples=n, search=search)
+    left = n - len(finished_trials(ctx.study_storage, study_name(spec, dataset)))
+    if left <= 0:
+        return f"its study holds {n} finished trials already"
+    # A fresh Tuner over a study with finished trials: a crash came before Tune saved its state.
+    return Plan(trials=n, num_samples=left, search=search)
+
+
+def study_name(spec: SweepSpec, dataset: DatasetSpec) -> str:
+    return f"{spec.name}-{dataset.benchmark}"
+
+
+def finished_trials(storage: optuna.storages.BaseStorage, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return []
+    return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
 
 
 def _final_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Plan | str:
@@ -193,3 +209,25 @@ def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
             ),
         )
     tuner.fit()
+    close_leftovers(ctx, stage, dataset)
+
+
+def close_leftovers(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
+    """Once a stage's trials have all ended, nothing may still claim to be running: a result file
+    or an Optuna trial left `running` by a crash and never continued is closed as failed, with why."""
+    reason = "interrupted by a crash and not continued: the sweep ended without it"
+    prefix = storage.join(ctx.paths.results, dataset.benchmark)
+    for path in storage.list_files(prefix, ".parquet") if storage.exists(prefix) else []:
+        if not Path(path).name.startswith(f"{stage.name}-"):
+            continue
+        rows = read_rows(path)
+        if any(r["status"] == "running" for r in rows):
+            write_results(path, with_status(rows, "failed", reason))
+    if stage is SEARCH:
+        try:
+            study = optuna.load_study(study_name=study_name(ctx.spec, dataset), storage=ctx.study_storage)
+        except KeyError:
+            return
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            ctx.study_storage.set_trial_user_attr(t._trial_id, "failure", reason)
+            ctx.study_storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)

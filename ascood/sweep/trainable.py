@@ -14,10 +14,10 @@ import torch
 
 from ascood import storage
 from ascood.config import validate_config
-from ascood.results import RunLabels
+from ascood.results import RunLabels, run_id_for
 from ascood.sweep import shared_output
 from ascood.sweep.objective import epoch_metrics, objective_error
-from ascood.sweep.paths import results_file, trial_dir
+from ascood.sweep.paths import results_file, trial_dir, trial_key
 from ascood.sweep.spec import SEARCHABLE, Objective, params_to_config
 from ascood.train import RunFailed
 from ascood.trial import run_trial
@@ -60,7 +60,7 @@ def trial_values(config: dict, meta: TrialMeta) -> dict:
     return values
 
 
-def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, report) -> None:
+def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, key: str, report) -> None:
     """Run the trial (or resume it) and report every evaluated epoch's metrics."""
     from ascood.train import make_accelerator
 
@@ -68,17 +68,19 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, report) -> No
     objective = Objective(**meta.objective)
     reported: list[dict] = []
 
-    def on_rows(new_rows: list[dict]) -> None:
+    def check_rows(new_rows: list[dict]) -> None:
         failed = objective_error(new_rows, objective)
         if failed:
             raise RunFailed(f"the objective's scorer failed: {failed}")
+
+    def on_rows(new_rows: list[dict]) -> None:
         metrics = epoch_metrics(new_rows, objective)
         reported.append(metrics)
         report(metrics)
 
     if meta.cluster_token:
         shared_output.verify_marker(meta.out, meta.cluster_token)
-    work_dir, kept_dir = trial_dir(meta.out, meta.benchmark, meta.stage, trial_id)
+    work_dir, kept_dir = trial_dir(meta.out, meta.benchmark, key)
     accelerator = make_accelerator(cfg.mixed_precision)
     if kept_dir is not None and accelerator.is_local_main_process:
         shared_output.pull(kept_dir, work_dir)
@@ -95,11 +97,12 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, report) -> No
         cfg,
         work_dir,
         accelerator=accelerator,
-        results_path=results_file(meta.out, meta.benchmark, meta.stage, trial_id),
+        results_path=results_file(meta.out, meta.benchmark, key),
         labels=RunLabels(sweep=meta.sweep, trial_id=trial_id, stage=meta.stage),
         data_root=meta.data_root,
         skip_corrupt=meta.skip_corrupt,
         on_rows=on_rows,
+        check_rows=check_rows,
     )
     if accelerator.is_main_process:
         shared_output.push(work_dir, kept_dir)
@@ -113,7 +116,7 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, report) -> No
 def _train_worker(loop_config: dict) -> None:
     """A Ray Train worker: Ray has set up the process group; Accelerate reuses it."""
     meta = TrialMeta(**loop_config["meta"])
-    _run_and_report(loop_config["cfg_json"], meta, loop_config["trial_id"], ray.train.report)
+    _run_and_report(loop_config["cfg_json"], meta, loop_config["trial_id"], loop_config["key"], ray.train.report)
 
 
 def sweep_trial(config: dict) -> None:
@@ -121,9 +124,10 @@ def sweep_trial(config: dict) -> None:
     meta = TrialMeta(**config["sweep"])
     cfg = validate_config(trial_values(config, meta))
     trial_id = ray.tune.get_context().get_trial_id()
+    key = trial_key(meta.stage, config, run_id_for(cfg))
     if meta.processes == 1:
         torch.set_num_threads(max(1, int(meta.cpus_per_process)))
-        _run_and_report(cfg.model_dump_json(), meta, trial_id, ray.tune.report)
+        _run_and_report(cfg.model_dump_json(), meta, trial_id, key, ray.tune.report)
         return
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -136,7 +140,7 @@ def sweep_trial(config: dict) -> None:
         env["ACCELERATE_USE_CPU"] = "1"  # without it Accelerate silently does not wrap DDP on CPU
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"cfg_json": cfg.model_dump_json(), "meta": meta.as_dict(), "trial_id": trial_id},
+        train_loop_config={"cfg_json": cfg.model_dump_json(), "meta": meta.as_dict(), "trial_id": trial_id, "key": key},
         scaling_config=ScalingConfig(num_workers=meta.processes, use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
             name=f"{meta.stage}-{trial_id}",

@@ -1,0 +1,171 @@
+"""Chaos benchmark: a small real sweep SIGKILLed as a whole process tree at K seeded random
+moments, resumed after each kill, then audited.
+
+    python benchmarks/chaos.py --kills 10 [--seed 0] [--samples 10] [--output DIR]
+
+Two embedded datasets (cmnist, mnist6), search + final + transfer stages. A kill may land during
+start-up, inside a trial, between stages. After the last kill the sweep is resumed to the end and
+checked: every dataset's search holds exactly `samples` trials in Parquet and in its Optuna study,
+each with one terminal status and none RUNNING; no result row is duplicated (stage, run, epoch,
+split, OOD set, scorer) — two trainings of one setting would share a run id — and none says
+`running`; every trial file that was complete at a kill is byte-identical at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import psutil
+import yaml
+
+DATASETS = ("cmnist", "mnist6")
+TERMINAL = {"completed", "stopped-early", "failed"}
+KEY = ["stage", "run_id", "epoch", "split", "ood_set", "scorer"]
+
+
+@dataclass
+class Audit:
+    kills: int
+    kill_moments_s: list[float]
+    wall_s: float
+    search_trials: dict[str, int]
+    study_trials: dict[str, int]
+    study_running: int
+    statuses: dict[str, int]
+    duplicated_rows: int
+    running_rows: int
+    mixed_status_files: int
+    complete_files_at_kills: int
+    changed_after_complete: list[str] = field(default_factory=list)
+
+    def ok(self, samples: int) -> bool:
+        return (all(n == samples for n in self.search_trials.values())
+                and all(n == samples for n in self.study_trials.values())
+                and self.study_running == 0 and self.duplicated_rows == 0 and self.running_rows == 0
+                and self.mixed_status_files == 0 and not self.changed_after_complete)
+
+
+def sweep_file(out: Path, samples: int) -> dict:
+    return {
+        "name": "chaos", "output": str(out / "out"),
+        "datasets": [{"benchmark": d} for d in DATASETS],
+        "trial": {"epochs": 2, "batch_size": 64, "scorers": ["msp", "energy"], "eval_batch_size": 1024},
+        "space": {"alpha": {"low": 0.01, "high": 10.0, "log": True}, "p_inv": {"low": 0.05, "high": 0.5}},
+        "num_samples": samples,
+        "objective": {"metric": "val/auroc", "scorer": "energy"},
+        "resources": {"processes_per_trial": 1, "cpus_per_process": 1, "max_concurrent_trials": 2},
+        "final": {"seeds": [0, 1]},
+        "transfer": {"top_k": 1, "seeds": [0]},
+    }
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the sweep's whole session: driver, Ray daemons, trial workers (by PID)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(tree, timeout=30)
+    proc.wait(timeout=30)
+
+
+def _complete_files(results: Path) -> dict[str, str]:
+    """Trial files whose every row has a terminal status: name → content hash."""
+    out = {}
+    for f in results.rglob("*.parquet") if results.exists() else []:
+        with contextlib.suppress(Exception):  # a file being replaced at the kill is not complete
+            if set(pd.read_parquet(f)["status"]) <= TERMINAL:
+                out[str(f.relative_to(results))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def run_chaos(work: Path, *, kills: int, seed: int, samples: int, max_wait_s: float) -> Audit:
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "chaos.yaml"
+    path.write_text(yaml.safe_dump(sweep_file(work, samples)))
+    results = work / "out" / "results"
+    rng = random.Random(seed)
+    moments, complete = [], {}
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for i in range(kills + 1):
+        cmd = [sys.executable, "-m", "ascood.cli.sweep", str(path), "--no-progress", *(["--resume"] if i else [])]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, env=env)
+        if i == kills:
+            _, err = proc.communicate(timeout=3600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"the final resume failed:\n{err[-3000:]}")
+            break
+        wait = rng.uniform(0.5, max_wait_s)
+        try:
+            proc.wait(timeout=wait)
+            finished = True
+        except subprocess.TimeoutExpired:
+            finished = False
+        if finished:  # the sweep ended before this kill; later kills hit a finished sweep
+            if proc.returncode != 0:
+                raise RuntimeError(f"attempt {i} failed:\n{proc.stderr.read()[-3000:]}")
+        else:
+            _kill_tree(proc)
+        moments.append(round(wait, 1))
+        for name, digest in _complete_files(results).items():
+            complete.setdefault(name, digest)
+    wall = time.perf_counter() - t0
+    return audit(work, results, samples, kills, moments, complete, wall)
+
+
+def audit(work, results: Path, samples: int, kills: int, moments, complete: dict[str, str], wall: float) -> Audit:
+    df = pd.read_parquet(results)
+    files = sorted(results.rglob("*.parquet"))
+    per_file = [set(pd.read_parquet(f)["status"]) for f in files]
+    search = {d: len(list((results / d).glob("search-*.parquet"))) for d in DATASETS}
+    storage = f"sqlite:///{work / 'out' / 'optuna.db'}"
+    studies = {d: optuna.load_study(study_name=f"chaos-{d}", storage=storage).trials for d in DATASETS}
+    final_status = df.drop_duplicates(["benchmark", "stage", "run_id"])["status"].value_counts().to_dict()
+    now = {str(f.relative_to(results)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    return Audit(
+        kills=kills, kill_moments_s=moments, wall_s=round(wall, 1), search_trials=search,
+        study_trials={d: len(t) for d, t in studies.items()},
+        study_running=sum(t.state == optuna.trial.TrialState.RUNNING for ts in studies.values() for t in ts),
+        statuses={k: int(v) for k, v in final_status.items()},
+        duplicated_rows=int(df.duplicated(KEY).sum()), running_rows=int((df["status"] == "running").sum()),
+        mixed_status_files=sum(len(s) != 1 for s in per_file), complete_files_at_kills=len(complete),
+        changed_after_complete=sorted(n for n, d in complete.items() if now.get(n) != d),
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kills", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=10, help="search trials per dataset")
+    p.add_argument("--max-wait", type=float, default=45.0, help="longest run before a kill (s)")
+    p.add_argument("--output", type=Path, help="work directory (default: a temporary one)")
+    args = p.parse_args()
+    work = args.output or Path(tempfile.mkdtemp(prefix="chaos-"))
+    result = run_chaos(work, kills=args.kills, seed=args.seed, samples=args.samples, max_wait_s=args.max_wait)
+    print(json.dumps(asdict(result), indent=2))
+    print("nothing lost, nothing duplicated, nothing left running" if result.ok(args.samples) else "AUDIT FAILED")
+    sys.exit(0 if result.ok(args.samples) else 1)
+
+
+if __name__ == "__main__":
+    main()
