@@ -1,4 +1,5 @@
-"""The one way a value outside a fixed set of names is refused (imports nothing of the project)."""
+"""How user-facing error text is made: the one "expected one of …" and user words kept on one line.
+Imports nothing of the project."""
 
 from __future__ import annotations
 
@@ -16,3 +17,8 @@ def one_of(value: str, choices: Iterable[str], what: str | None = None) -> str:
     if value in choices:
         return value
     raise ValueError((f"{what}: " if what else "") + expected_one_of(choices, value))
+
+
+def printable(text: str) -> str:
+    """A user's text inside a one-line message: unprintable characters (line breaks, NUL) escaped as repr does."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ascood.choices import one_of
-from ascood.domains import DOMAINS, Float, Int, check_value
+from ascood.choices import one_of, printable
+from ascood.domains import DOMAINS, Float, Int, Seed, check_value
 from ascood.method.normalization import FEATURE_NORMS
 from ascood.method.synthesis import SYNTHESIS_KINDS
 from ascood.metrics import FPR_CONVENTIONS
@@ -45,7 +45,7 @@ class TrainConfig(BaseModel):
     ood_type: str = "gradient"
     feature_norm: str | None = None
     saliency_mode: Literal["eval", "train"] = "eval"
-    seed: Int = 0
+    seed: Seed = 0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     channels_last: bool = True
     eval_every: Int = Field(1, ge=1)
@@ -82,8 +82,10 @@ class TrainConfig(BaseModel):
     def _scorers(cls, v):
         from ascood.scorers import SCORERS
 
+        if not isinstance(v, str | list | tuple):
+            raise ValueError(f"expected scorer names (a list, or a comma-separated string), got {type(v).__name__}")
         items = tuple(s.strip() for s in v.split(",")) if isinstance(v, str) else tuple(v)
-        bad = [s for s in items if s not in SCORERS]
+        bad = [printable(s) if isinstance(s, str) else repr(s) for s in items if not isinstance(s, str) or s not in SCORERS]
         if bad or not items:
             raise ValueError(f"expected a non-empty subset of {', '.join(SCORERS)}, got {', '.join(bad) or 'none'}")
         return items
@@ -161,9 +163,9 @@ def validate_config(values: dict, source: str | None = None) -> TrainConfig:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown option"
-        where = flag_name(loc[0]) if loc else "config"
+        where = printable(flag_name(loc[0])) if loc else "config"
         if source:
-            where = f"{source}: {loc[0] if loc else 'config'}"
+            where = f"{source}: {printable(loc[0]) if loc else 'config'}"
         if not loc and msg.startswith("--"):
             raise ConfigError(msg) from None
         raise ConfigError(f"{where}: {msg}") from None

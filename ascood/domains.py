@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,18 @@ def check_value(name: str, value: float, domains: dict[str, Interval] = DOMAINS)
     domain = domains.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"expected a number, got {value!r}")
-    if not math.isfinite(value):
+    if not _is_finite(value):
         raise ValueError(f"expected a finite number, got {value}")
     if domain is not None and value not in domain:
         raise ValueError(f"expected a value {domain.describe()}, got {value}")
     return value
+
+
+def _is_finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float (10**400)
+        return False
 
 
 def _not_bool(kind: str):
@@ -96,3 +103,5 @@ def _finite(value: float) -> float:
 # Field types for typed configs: integers that refuse booleans, floats that refuse booleans and ±inf/NaN.
 Int = Annotated[int, BeforeValidator(_not_bool("an integer"))]
 Float = Annotated[float, BeforeValidator(_not_bool("a number")), AfterValidator(_finite)]
+# A random seed: accelerate's set_seed seeds NumPy, which (like Optuna's samplers) takes 0 … 2**32 - 1.
+Seed = Annotated[Int, Field(ge=0, le=2**32 - 1)]

@@ -31,9 +31,15 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, dict]:
         raise RunDirError(f"{run_dir}: no {CHECKPOINT} (not a run directory, or the run never finished an epoch)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        return validate_config(json.loads(state["config"])), state
+        if not isinstance(state, dict):  # indexing a tensor with "config" would warn, a second line
+            raise TypeError(type(state).__name__)
+        cfg = validate_config(json.loads(state["config"]))
+        cfg.fc_classes(state)  # and the epoch: what evaluation reads of it besides the weights
+        int(state["epoch"])
     except Exception as exc:
-        raise RunDirError(f"{path}: not a readable ascood checkpoint ({type(exc).__name__})") from None
+        why = f"no {exc} entry" if isinstance(exc, KeyError) else type(exc).__name__
+        raise RunDirError(f"{path}: not a readable ascood checkpoint ({why})") from None
+    return cfg, state
 
 
 def evaluate_run(
@@ -49,7 +55,12 @@ def evaluate_run(
         raise RunDirError(f"{run_dir}: trained with {cfg.fc_classes(state)} classes, {name} has {data.num_classes}")
     accelerator = make_accelerator(cfg.mixed_precision)
     model = create_model(cfg.backbone, num_classes=data.num_classes, feature_norm=cfg.resolved_feature_norm, sigma=cfg.sigma)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as exc:  # missing, unexpected, mis-shaped or non-tensor weights
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 160 else detail[:159] + "…"
+        raise RunDirError(f"{run_dir / CHECKPOINT}: does not fit a {cfg.backbone} model ({detail})") from None
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(accelerator.device).eval()

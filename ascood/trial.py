@@ -32,7 +32,7 @@ from ascood.results import (
     write_results,
 )
 from ascood.scorers import build_scorers
-from ascood.train import CHECKPOINT, EpochHook, EpochStats, RunFailed, StepHook, fit, make_accelerator
+from ascood.train import CHECKPOINT, CheckpointMismatch, EpochHook, EpochStats, RunFailed, StepHook, fit, make_accelerator
 
 RESULTS = "results.parquet"
 ATTEMPTS = "attempts.jsonl"
@@ -47,9 +47,15 @@ class TrialResult:
 
 
 def checkpoint_epoch(out_dir: Path) -> int:
-    """Epochs completed by the run's checkpoint (0 without one)."""
+    """Epochs completed by the run's checkpoint (0 without one); an unreadable one is refused."""
     ckpt = out_dir / CHECKPOINT
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["epoch"]) if ckpt.exists() else 0
+    if not ckpt.exists():
+        return 0
+    try:
+        return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception as exc:
+        raise CheckpointMismatch(f"{ckpt}: not a readable checkpoint ({type(exc).__name__}); "
+                                 "use --overwrite to start the run anew") from None
 
 
 def _kept_rows(results: str, run_id: str, done: int, labels: RunLabels) -> list[dict]:

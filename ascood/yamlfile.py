@@ -31,10 +31,17 @@ def read_mapping(path: str | Path, what: str = "file") -> dict:
     text = read_text(path, what)
     try:
         data = yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:  # a control character (NUL, BEL, …) in the text
+        line = text.count("\n", 0, exc.position) + 1
+        raise YamlFileError(f"{path}:{line}: not valid YAML (unacceptable character #x{exc.character:04x})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise YamlFileError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except RecursionError:
+        raise YamlFileError(f"{path}: not valid YAML (nested too deeply)") from None
+    except Exception as exc:  # a scalar the safe constructors cannot build: 2001-13-45, !!int abc, a 5000-digit int
+        raise YamlFileError(f"{path}: not valid YAML (a value cannot be read: {' '.join(str(exc).split())})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

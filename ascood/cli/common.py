@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from ascood.choices import printable
 from ascood.yamlfile import YamlFileError, read_mapping
 
 EXIT_USAGE = 2
@@ -20,7 +21,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse that reports errors as one line (no usage dump, no traceback)."""
 
     def error(self, message: str) -> NoReturn:
-        fail(self.prog, message)
+        fail(self.prog, printable(message))  # argparse quotes the user's words raw
 
 
 def fail(prog: str, message: str) -> NoReturn:

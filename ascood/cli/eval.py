@@ -51,6 +51,7 @@ def metric_table(df: pd.DataFrame, metric: str, title: str) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ascood.choices import printable
     from ascood.data import DatasetError, UnknownBenchmarkError
     from ascood.data.env import skip_corrupt_from_env
     from ascood.posthoc import RunDirError, evaluate_run
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from ascood.scorers import SCORERS
     from ascood.storage import unusable_dir
     names = list(SCORERS) if args.scorers == "all" else [s.strip() for s in args.scorers.split(",")]
-    unknown = [s for s in names if s not in SCORERS]
+    unknown = [printable(s) for s in names if s not in SCORERS]
     if unknown:
         fail(PROG, f"--scorers: unknown {', '.join(unknown)}; expected names from {', '.join(SCORERS)}")
     if args.out is not None:

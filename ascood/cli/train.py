@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ascood.cli.common import OneLineParser, UsageError, fail, read_yaml_mapping
 from ascood.config import ConfigError, TrainConfig, field_name, flag_name, validate_config
-from ascood.models import WeightsError
+from ascood.models import WeightsError, create_model
 from ascood.results import group_means
 from ascood.train import CheckpointMismatch, EpochStats
 
@@ -55,6 +55,9 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
     source = None
     if args.config:
         raw = read_yaml_mapping(args.config)
+        keys = [k for k in raw if not isinstance(k, str)]
+        if keys:
+            raise UsageError(f"{args.config}: {keys[0]!r}: expected an option name, got a key of type {type(keys[0]).__name__}")
         values = {field_name(k): v for k, v in raw.items()}
         source = args.config
     flags = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields}
@@ -108,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args)
     except UsageError as exc:
         fail(PROG, str(exc))
+    if cfg.weights is not None:  # before anything is created; the classifier is not loaded, so any class count does
+        try:
+            create_model(cfg.backbone, num_classes=2, weights=cfg.weights)
+        except WeightsError as exc:
+            fail(PROG, str(exc))
 
     from ascood.data import DatasetError
     from ascood.data.env import skip_corrupt_from_env

@@ -53,9 +53,9 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
     spec = run.spec
     paths = SweepPaths(shared_output.location(spec.output))
     check_output(paths.out)
+    check_datasets(spec, skip_corrupt=run.skip_corrupt)
     if not run.address:  # what a local Ray will have: refuse a trial that cannot fit before starting it
         concurrency(spec, float(os.cpu_count() or 1), float(local_gpus()))
-    check_datasets(spec, skip_corrupt=run.skip_corrupt)
     undo = lambda: None  # noqa: E731
     if not run.address:  # on a cluster the output is claimed once every node has been asked
         undo = prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)

@@ -22,13 +22,48 @@ def suggest(trial: optuna.Trial, dims: dict[str, Dimension]) -> None:
             trial.suggest_float(name, dim.low, dim.high, log=dim.log)
 
 
+class _SeededByNumber:
+    """A sampler whose random draws for a trial come from (seed, trial number) alone.
+
+    Tune restores the searcher after a crash with the random state it had at its last saved
+    snapshot; a sampler that draws from its running state would then hand out, under a new trial
+    number, a setting it had already handed out (the same setting trained twice). Seeding by the
+    trial number makes a number's draws the same however often the sampler is restored, and two
+    numbers' draws independent. (`_rng` is the random state Optuna 5.0's samplers draw from.)
+    """
+
+    def __init__(self, *args, seed: int, **kwargs):
+        super().__init__(*args, seed=seed, **kwargs)
+        self._number_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        seed = (self._number_seed * 1_000_003 + trial.number) % 2**32
+        self._rng.rng.seed(seed)
+        inner = getattr(self, "_random_sampler", None)  # TPE's start-up trials
+        if inner is not None:
+            inner._rng.rng.seed(seed)
+        super().before_trial(study, trial)
+
+
+class SeededTPESampler(_SeededByNumber, optuna.samplers.TPESampler):
+    pass
+
+
+class SeededRandomSampler(_SeededByNumber, optuna.samplers.RandomSampler):
+    pass
+
+
+class SeededGridSampler(_SeededByNumber, optuna.samplers.GridSampler):
+    pass
+
+
 def make_sampler(algorithm: Algorithm, space: Space) -> optuna.samplers.BaseSampler:
     if algorithm.name == "random":
-        return optuna.samplers.RandomSampler(seed=algorithm.seed)
+        return SeededRandomSampler(seed=algorithm.seed)
     if algorithm.name == "grid":
         grid = {name: list(dim.choices) for name, dim in space.dimensions().items()}
-        return optuna.samplers.GridSampler(grid, seed=algorithm.seed)
-    return optuna.samplers.TPESampler(seed=algorithm.seed, multivariate=True)
+        return SeededGridSampler(grid, seed=algorithm.seed)
+    return SeededTPESampler(seed=algorithm.seed, multivariate=True)
 
 
 class TruthfulOptunaSearch(OptunaSearch):

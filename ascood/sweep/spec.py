@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ascood.choices import one_of
+from ascood.choices import one_of, printable
 from ascood.config import ConfigError, TrainConfig, field_name, validate_config
-from ascood.domains import SPACE_DOMAINS, Float, Int, check_value
+from ascood.domains import SPACE_DOMAINS, Float, Int, Seed, check_value
 from ascood.method.synthesis import SYNTHESIS_KINDS
 from ascood.yamlfile import YamlFileError, read_mapping, read_text
 
@@ -91,7 +91,7 @@ class Space(Strict):
 
 class Algorithm(Strict):
     name: Literal["tpe", "random", "grid"] = "tpe"
-    seed: Int = 0
+    seed: Seed = 0
     multi_objective: bool = False
 
 
@@ -161,7 +161,7 @@ def _distinct(v: list[int]) -> list[int]:
     return v
 
 
-Seeds = Annotated[list[Int], Field(min_length=1), AfterValidator(_distinct)]
+Seeds = Annotated[list[Seed], Field(min_length=1), AfterValidator(_distinct)]
 
 
 class Final(Strict):
@@ -219,7 +219,7 @@ class SweepFileError(ValueError):
 def _loc(loc: tuple) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{printable(part)}" if out else printable(part))
     return out
 
 
@@ -245,7 +245,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
         try:
             cfg = trial_config(spec, d)
         except ConfigError as exc:
-            raise SweepFileError(f"{path}: datasets[{i}] ({d.benchmark}): {str(exc).lstrip('-')}") from None
+            raise SweepFileError(f"{path}: datasets[{i}] ({printable(d.benchmark)}): {str(exc).lstrip('-')}") from None
         from ascood.data import get_spec
 
         setting = get_spec(cfg.benchmark).setting
