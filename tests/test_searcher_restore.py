@@ -1,0 +1,37 @@
+"""After a crash Tune restores the searcher from a snapshot older than the study: a trial Optuna
+handed out after that snapshot must come back as itself, and no setting may be proposed twice."""
+
+import optuna
+
+from ascood.sweep.paths import OPTUNA_TRIAL
+from ascood.sweep.searcher import make_searcher
+from ascood.sweep.spec import Algorithm, Dimension, Space
+
+SPACE = Space(alpha=Dimension(low=0.01, high=10.0, log=True), p_inv=Dimension(low=0.05, high=0.5))
+
+
+def _searcher(storage):
+    return make_searcher(space=SPACE, algorithm=Algorithm(seed=0), metric="objective", mode="max",
+                         storage=storage, study_name="s")
+
+
+def test_an_orphaned_optuna_trial_is_handed_out_again_and_nothing_is_proposed_twice(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
+    first = _searcher(storage)
+    a = first.suggest("tune-a")
+    first.on_trial_complete("tune-a", {"objective": 0.5, "epoch": 1, "epochs": 1, "training_iteration": 1})
+    snapshot = tmp_path / "searcher.pkl"
+    first.save(str(snapshot))  # Tune's last saved state: it knows trial a only
+    b = first.suggest("tune-b")  # Optuna asked, then the driver is killed before Tune saves again
+
+    restored = _searcher(storage)
+    restored.restore(str(snapshot))
+    again = restored.suggest("tune-c")
+    assert again == b, "the orphaned trial continues under its own Optuna number, with its own setting"
+    fresh = restored.suggest("tune-d")
+    assert fresh[OPTUNA_TRIAL] == b[OPTUNA_TRIAL] + 1
+    settings = [tuple(sorted((k, v) for k, v in s.items() if k != OPTUNA_TRIAL)) for s in (a, b, fresh)]
+    assert len(set(settings)) == 3, "a restored sampler proposes no setting it has handed out already"
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert len(study.trials) == 3
