@@ -39,6 +39,7 @@ class TrainConfig(BaseModel):
     fc_lr_factor: Float = 1.0
     alpha_max: Float = 1.0
     alpha_min: Float = 1.0
+    alpha_scale: Literal["absolute", "relative"] = "absolute"  # relative: α is the perturbation's size ÷ the input's
     p_inv: Float = 0.1
     lam: Float = Field(1.0, alias="lambda")  # the paper's λ; users write `lambda`, code and results say `lam`
     sigma: Float = 0.5
@@ -106,6 +107,13 @@ class TrainConfig(BaseModel):
         return one_of(v, list_models())
 
     @model_validator(mode="after")
+    def _relative_needs_a_size(self) -> TrainConfig:
+        if self.alpha_scale == "relative" and self.ood_type == "shuffle":
+            raise ValueError("--alpha-scale relative: ood_type shuffle has no α to scale (use gradient, "
+                             "gradient-subtract or gaussian)")
+        return self
+
+    @model_validator(mode="after")
     def _alpha_order(self) -> TrainConfig:
         if self.alpha_min > self.alpha_max:
             raise ValueError(f"--alpha-min ({self.alpha_min}) must not exceed --alpha-max ({self.alpha_max})")
@@ -129,9 +137,15 @@ class TrainConfig(BaseModel):
         return "zscore" if self.method == "ascood" else "none"
 
 
+# Fields added after runs were first recorded: at these values they leave the identity out, so a
+# run's id (and checkpoint) from before they existed stays the same.
+LATER_FIELDS = {"alpha_scale": "absolute"}
+
+
 def config_json(cfg: TrainConfig) -> str:
     """The run's identity as text: every field of its validated config (the run id hashes it)."""
-    return cfg.model_dump_json()
+    unset = {k for k, v in LATER_FIELDS.items() if getattr(cfg, k) == v}
+    return cfg.model_dump_json(exclude=unset)
 
 
 def field_name(key: str) -> str:

@@ -29,12 +29,12 @@ if TYPE_CHECKING:
     from ascood.scorers import Scorer
 
 SCHEMA_VERSION = 2
-# Columns each version added; files of an older version read with those columns null.
-ADDED_IN = {"scorer_error": 2}
+# Columns each version added, and what an older file's rows hold there (they predate the column).
+ADDED_IN = {"scorer_error": (2, None), "alpha_scale": (2, "absolute"), "alpha_eff": (2, None)}
 READABLE_VERSIONS = (1, 2)
 STATUSES = ("running", "completed", "stopped-early", "failed")
 # What names one setting of the method (what the cross-setting analysis compares).
-SETTING_COLUMNS = ("alpha_max", "alpha_min", "p_inv", "lam", "sigma", "ood_type", "lr")
+SETTING_COLUMNS = ("alpha_max", "alpha_min", "p_inv", "lam", "sigma", "ood_type", "lr", "alpha_scale")
 # The per-OOD-set metrics of a row (all in %); `id_accuracy` is per split.
 METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 
@@ -70,6 +70,8 @@ SCHEMA = pa.schema(
         ("n_ood", pa.int64()),
         ("alpha_max", pa.float64()),
         ("alpha_min", pa.float64()),
+        ("alpha_scale", pa.string()),
+        ("alpha_eff", pa.float64()),
         ("p_inv", pa.float64()),
         ("lam", pa.float64()),
         ("sigma", pa.float64()),
@@ -130,6 +132,7 @@ def run_columns(cfg: TrainConfig, benchmark: str, setting: str, embedded: bool, 
         "stage": labels.stage, "benchmark": benchmark, "setting": setting, "embedded": embedded,
         "method": cfg.method, "backbone": cfg.backbone, "seed": cfg.seed, "epochs": cfg.epochs,
         "fpr_convention": cfg.fpr_convention, "alpha_max": cfg.alpha_max, "alpha_min": cfg.alpha_min,
+        "alpha_scale": cfg.alpha_scale,
         "p_inv": cfg.p_inv, "lam": cfg.lam, "sigma": cfg.sigma, "ood_type": cfg.ood_type,
         "feature_norm": cfg.resolved_feature_norm, "saliency_mode": cfg.saliency_mode, "lr": cfg.lr,
         "fc_lr_factor": cfg.fc_lr_factor, "batch_size": cfg.batch_size,
@@ -140,15 +143,16 @@ def run_columns(cfg: TrainConfig, benchmark: str, setting: str, embedded: bool, 
 def make_rows(
     cfg: TrainConfig, benchmark: str, setting: str, embedded: bool, run_id: str, epoch: int,
     results: list[SplitResult], scorers: list[Scorer], *, searched: bool, train_loss: float | None,
-    wall_time_s: float | None, labels: RunLabels, status: str = "running",
+    wall_time_s: float | None, labels: RunLabels, status: str = "running", alpha_eff: float | None = None,
 ) -> list[dict]:
-    """One evaluated epoch's rows: one per (split, OOD set, scorer)."""
+    """One evaluated epoch's rows: one per (split, OOD set, scorer). `alpha_eff`: the mean absolute α
+    the epoch applied (what a relative α meant on this dataset)."""
     params = {s.name: json.dumps(s.params(), sort_keys=True) for s in scorers}
     selection = {s.name: "val-auroc" if searched and s.grid else "fixed" for s in scorers}
     base = {
         **run_columns(cfg, benchmark, setting, embedded, run_id, labels),
         "epoch": epoch, "train_loss": train_loss, "status": status, "status_reason": None,
-        "wall_time_s": wall_time_s,
+        "wall_time_s": wall_time_s, "alpha_eff": alpha_eff,
     }
     rows = []
     for split in results:
@@ -204,10 +208,10 @@ def _upgraded(f: str | Path, t: pa.Table) -> pa.Table:
     versions = set(t.column("schema_version").to_pylist()) if "schema_version" in t.schema.names else {None}
     if versions - set(READABLE_VERSIONS):
         raise ValueError(f"{f}: results schema version {sorted(versions, key=str)} is not one of {READABLE_VERSIONS}")
-    for column, since in ADDED_IN.items():
+    for column, (since, old_value) in ADDED_IN.items():
         if column not in t.schema.names and min(versions, default=SCHEMA_VERSION) < since:
             kind = SCHEMA.field(column).type
-            t = t.append_column(pa.field(column, kind), pa.nulls(len(t), kind))
+            t = t.append_column(pa.field(column, kind), pa.array([old_value] * len(t), kind))
     missing = [c for c in SCHEMA.names if c not in t.schema.names]
     if missing:
         version = max(versions, default=SCHEMA_VERSION)

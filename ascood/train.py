@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ from ascood.data.loading import Preprocess, train_loader
 from ascood.method.losses import ascood_loss
 from ascood.method.saliency import saliency_from_logits, true_class_saliency
 from ascood.method.schedule import alpha_at, cosine_lr_factor
-from ascood.method.synthesis import needs_saliency, synthesize
+from ascood.method.synthesis import needs_saliency, synthesize_scaled
 from ascood.models import OODNet, create_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -51,12 +52,20 @@ class CheckpointMismatch(ValueError):
 @dataclass(frozen=True)
 class EpochStats:
     epoch: int  # epochs completed (1-based)
-    alpha: float
+    alpha: float  # the schedule's α (relative α when alpha_scale is relative)
     loss: float
     ce: float
     kl: float
     lr: float
     seconds: float
+    alpha_eff: float | None = None  # mean absolute α actually applied over the epoch's steps (ASCOOD runs)
+
+
+class StepLosses(NamedTuple):
+    loss: Tensor
+    ce: Tensor
+    kl: Tensor
+    alpha_eff: Tensor  # 0-d, on the device: the absolute α this step applied
 
 
 def make_accelerator(mixed_precision: str = "no") -> Accelerator:
@@ -134,7 +143,7 @@ def sync_buffers(model: nn.Module, accelerator: Accelerator) -> None:
 def ascood_step(
     model: nn.Module, raw: nn.Module, x: Tensor, y: Tensor, *, cfg: TrainConfig, alpha: float,
     generator: torch.Generator, accelerator: Accelerator,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> StepLosses:
     """One ASCOOD loss: synthesize x' from the current model, then CE(x) + λ·KL(U‖p(x'))."""
     kind = cfg.ood_type
     if needs_saliency(kind) and cfg.saliency_mode == "train":
@@ -144,25 +153,27 @@ def ascood_step(
         with accelerator.autocast():
             logits_id = raw(x)
         grad = saliency_from_logits(logits_id, x, y)
-        x_ood = synthesize(kind, x.detach(), grad, alpha=alpha, p_inv=cfg.p_inv, generator=generator)
+        x_ood, alpha_eff = synthesize_scaled(kind, x.detach(), grad, alpha=alpha, p_inv=cfg.p_inv,
+                                             alpha_scale=cfg.alpha_scale, generator=generator)
         with accelerator.autocast():
             logits_ood = model(x_ood)
-        return ascood_loss(logits_id.float(), y, logits_ood.float(), cfg.lam)
+        return StepLosses(*ascood_loss(logits_id.float(), y, logits_ood.float(), cfg.lam), alpha_eff)
     grad = None
     if needs_saliency(kind):
         with accelerator.autocast():
             grad = true_class_saliency(raw, x, y, train_mode=False)
-    x_ood = synthesize(kind, x, grad, alpha=alpha, p_inv=cfg.p_inv, generator=generator)
+    x_ood, alpha_eff = synthesize_scaled(kind, x, grad, alpha=alpha, p_inv=cfg.p_inv, alpha_scale=cfg.alpha_scale,
+                                         generator=generator)
     with accelerator.autocast():
         logits = model(torch.cat([x, x_ood])).float()
     b = x.shape[0]
-    return ascood_loss(logits[:b], y, logits[b:], cfg.lam)
+    return StepLosses(*ascood_loss(logits[:b], y, logits[b:], cfg.lam), alpha_eff)
 
 
-def ce_step(model: nn.Module, x: Tensor, y: Tensor, accelerator: Accelerator) -> tuple[Tensor, Tensor, Tensor]:
+def ce_step(model: nn.Module, x: Tensor, y: Tensor, accelerator: Accelerator) -> StepLosses:
     with accelerator.autocast():
         ce = F.cross_entropy(model(x).float(), y)
-    return ce, ce, torch.zeros_like(ce)
+    return StepLosses(ce, ce, torch.zeros_like(ce), torch.zeros_like(ce))
 
 
 EpochHook = Callable[[EpochStats, OODNet], None]
@@ -217,26 +228,28 @@ def fit(
         generator = torch.Generator(device=device).manual_seed(run_seed(cfg.seed, epoch, accelerator.process_index))
         alpha = alpha_at(epoch, cfg.epochs, cfg.alpha_max, cfg.alpha_min)
         model.train()
-        sums = torch.zeros(3, device=device)
+        sums = torch.zeros(4, device=device)
         for step, (images, y) in enumerate(loader):
             x = preprocess.train(images, generator)
             if cfg.method == "ascood":
-                loss, ce, kl = ascood_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator, accelerator=accelerator)
+                loss, ce, kl, alpha_eff = ascood_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator,
+                                                      accelerator=accelerator)
             else:
-                loss, ce, kl = ce_step(model, x, y, accelerator)
+                loss, ce, kl, alpha_eff = ce_step(model, x, y, accelerator)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            sums += torch.stack([loss.detach(), ce.detach(), kl.detach()])
+            sums += torch.stack([loss.detach(), ce.detach(), kl.detach(), alpha_eff.to(sums.dtype)])
             if on_step is not None:
                 on_step(epoch, step + 1, steps_per_epoch)
         sync_buffers(raw, accelerator)
         means = accelerator.reduce(sums, reduction="mean") / steps_per_epoch
-        loss_v, ce_v, kl_v = (float(v) for v in means.cpu())
+        loss_v, ce_v, kl_v, alpha_eff_v = (float(v) for v in means.cpu())
         if not math.isfinite(loss_v):
             raise TrainingDiverged(f"loss became {loss_v} in epoch {epoch + 1} (alpha={alpha:g})")
-        stats = EpochStats(epoch + 1, alpha, loss_v, ce_v, kl_v, scheduler.get_last_lr()[0], time.perf_counter() - t0)
+        stats = EpochStats(epoch + 1, alpha, loss_v, ce_v, kl_v, scheduler.get_last_lr()[0], time.perf_counter() - t0,
+                           alpha_eff_v if cfg.method == "ascood" and cfg.ood_type != "shuffle" else None)
         if on_epoch_end is not None:
             on_epoch_end(stats, raw)
         if accelerator.is_main_process:

@@ -147,7 +147,7 @@ def run_trial(
             fresh_rows = make_rows(
                 cfg, cfg.benchmark, data.setting, data.embedded, run_id, stats.epoch, results, used,
                 searched=cfg.scorer_search, train_loss=stats.loss, wall_time_s=wall0 + time.perf_counter() - t0,
-                labels=labels,
+                labels=labels, alpha_eff=stats.alpha_eff,
             )
             rows = upsert_epoch(rows, fresh_rows)
             if check_rows is not None:

@@ -115,7 +115,7 @@ def main() -> None:
         times = []
         for _ in range(args.step_batches + 1):
             t = time.perf_counter()
-            loss, _, _ = ascood_step(model, model, x, y, cfg=cfg, alpha=0.1, generator=g, accelerator=accelerator)
+            loss = ascood_step(model, model, x, y, cfg=cfg, alpha=0.1, generator=g, accelerator=accelerator).loss
             accelerator.backward(loss)
             opt.step()
             opt.zero_grad()

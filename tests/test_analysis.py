@@ -77,7 +77,7 @@ def _rows(value_of, test_value_of=None) -> pd.DataFrame:
                         "benchmark": d, "method": "ascood", "seed": seed, "split": split, "scorer": "energy",
                         "ood_set": "x", "ood_group": "far", "auroc": v, "fpr95": 100 - v, "aupr_in": v,
                         "aupr_out": v, "id_accuracy": 90.0, "alpha_max": alpha, "alpha_min": alpha, "p_inv": 0.1,
-                        "lam": 1.0, "sigma": 0.5, "ood_type": "gradient", "lr": 0.05,
+                        "lam": 1.0, "sigma": 0.5, "ood_type": "gradient", "lr": 0.05, "alpha_scale": "absolute",
                     })
     return pd.DataFrame(rows)
 

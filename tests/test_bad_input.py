@@ -106,3 +106,11 @@ def test_a_benchmark_parameter_of_the_wrong_type_is_one_line(tmp_path, capsys):
     err = _one_line_exit_2(capsys, train_main, ["--benchmark", "aircraft[split=banana]", "--out", tmp_path / "r"])
     assert "--benchmark: aircraft[split=…]: expected a whole number, got 'banana'" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_relative_alpha_with_shuffle_is_refused(tmp_path, capsys):
+    err = _one_line_exit_2(capsys, sweep_main, [_sweep_file(tmp_path, lambda d: (
+        d["trial"].update(alpha_scale="relative"), d["space"].update(ood_type={"choices": ["gradient", "shuffle"]})))])
+    assert "space.ood_type: shuffle has no α" in err and not (tmp_path / "out").exists()
+    err = _one_line_exit_2(capsys, train_main, ["--alpha-scale", "relative", "--ood-type", "shuffle", "--out", tmp_path / "r"])
+    assert "--alpha-scale relative: ood_type shuffle has no α" in err and not (tmp_path / "r").exists()

@@ -152,12 +152,15 @@ def cluster(benchmark_cache):
 
 
 def _sweep_file(path: Path, output: str, name: str = "c") -> Path:
-    """The smallest real sweep: one embedded dataset, two one-epoch trials, one per node."""
+    """The smallest real sweep: one embedded dataset, two trials, one per node. Each trial is long
+    enough (3 epochs) that the second starts while the first holds its node's only CPU; with
+    one-epoch trials on a loaded machine the first could end before the second was placed, and
+    Tune would then reuse the first node's actor for it."""
     data = {
         "name": name,
         "output": output,
         "datasets": [{"benchmark": "cmnist"}],
-        "trial": {"epochs": 1, "batch_size": 64, "scorers": ["msp", "energy"], "eval_batch_size": 1024},
+        "trial": {"epochs": 3, "batch_size": 32, "scorers": ["msp", "energy"], "eval_batch_size": 1024},
         "space": {"alpha": {"low": 0.01, "high": 10.0, "log": True}, "p_inv": {"low": 0.05, "high": 0.5}},
         "num_samples": 2,
         "objective": {"metric": "val/auroc", "scorer": "energy"},

@@ -161,3 +161,46 @@ def test_alpha_schedule_endpoints_and_linearity():
     assert alpha_at(30, 30, 300.0, 30.0) == 30.0
     assert alpha_at(15, 30, 300.0, 30.0) == pytest.approx(165.0)
     assert alpha_at(7, 10, 0.1, 0.1) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("kind", ["gradient", "gradient-subtract", "gaussian"])
+def test_relative_alpha_makes_the_perturbation_alpha_times_the_input(kind):
+    from ascood.method.synthesis import batch_norm2, synthesize_scaled
+
+    torch.manual_seed(0)
+    x, g = torch.randn(8, 3, 16, 16) * 3, torch.randn(8, 3, 16, 16) * 1e-4  # gradients far smaller than x
+    out, alpha_eff = synthesize_scaled(kind, x, g, alpha=0.05, p_inv=0.2, alpha_scale="relative",
+                                       generator=torch.Generator().manual_seed(1))
+    if kind == "gaussian":
+        ratio = out.pow(2).mean().sqrt() / x.pow(2).mean().sqrt()
+    else:
+        ratio = batch_norm2(out - x) / batch_norm2(x)
+        unit = synthesize(kind, x, g, alpha=1.0, p_inv=0.2) - x
+        torch.testing.assert_close(out - x, alpha_eff * unit)  # still α·G⊙M on the same entries, only scaled
+    torch.testing.assert_close(ratio, torch.tensor(0.05), rtol=1e-5, atol=0)
+    assert alpha_eff.ndim == 0 and alpha_eff > 0
+
+
+def test_absolute_alpha_is_unchanged_and_reported_as_itself():
+    from ascood.method.synthesis import synthesize_scaled
+
+    torch.manual_seed(0)
+    x, g = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    out, alpha_eff = synthesize_scaled("gradient", x, g, alpha=0.3, p_inv=0.1)
+    assert torch.equal(out, synthesize("gradient", x, g, alpha=0.3, p_inv=0.1)) and float(alpha_eff) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="shuffle has no"):
+        synthesize_scaled("shuffle", x, g, alpha=0.3, p_inv=0.1, alpha_scale="relative")
+
+
+def test_a_relative_alpha_run_records_its_effective_alpha(tmp_path):
+    import pandas as pd
+
+    from ascood.config import config_json, validate_config
+    from ascood.trial import run_trial
+
+    cfg = validate_config(dict(benchmark="cmnist", epochs=1, batch_size=64, scorers="msp", alpha_scale="relative",
+                               alpha_max=0.05, alpha_min=0.05))
+    assert run_trial(cfg, tmp_path).status == "completed"
+    df = pd.read_parquet(tmp_path / "results.parquet")
+    assert (df["alpha_scale"] == "relative").all() and (df["alpha_eff"] > 0).all() and df["alpha_eff"].nunique() == 1
+    assert "alpha_scale" not in config_json(validate_config({})), "absolute runs keep their ids from before"

@@ -91,5 +91,50 @@ def synthesize(
     raise ValueError(f"ood_type: {expected_one_of(SYNTHESIS_KINDS, kind)}")
 
 
+ALPHA_SCALES = ("absolute", "relative")
+
+
+def batch_norm2(t: Tensor) -> Tensor:
+    """mean over the batch of each sample's L2 norm (a 0-d tensor)."""
+    return t.flatten(1).float().norm(dim=1).mean()
+
+
+def relative_alpha(x: Tensor, unit: Tensor, alpha_rel: float) -> Tensor:
+    """α_eff = α_rel · mean_b‖x_b‖₂ / mean_b‖u_b‖₂ for a unit perturbation u (a detached 0-d tensor
+    on x's device, no host sync); 0 when the perturbation is zero everywhere."""
+    den = batch_norm2(unit)
+    ratio = alpha_rel * batch_norm2(x) / den.clamp_min(torch.finfo(torch.float32).tiny)
+    return torch.where(den > 0, ratio, torch.zeros_like(ratio)).detach()
+
+
+def synthesize_scaled(
+    kind: str,
+    x: Tensor,
+    grad: Tensor | None,
+    *,
+    alpha: float,
+    p_inv: float,
+    alpha_scale: str = "absolute",
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(x', α_eff). `absolute`: α as released (α_eff = α). `relative`: α is scale-free, the
+    perturbation's size is α times the input's: for the gradient kinds mean_b‖x'_b − x_b‖ =
+    α · mean_b‖x_b‖; for `gaussian` the noise RMS is α times the batch's RMS. `shuffle` has no α."""
+    if alpha_scale == "absolute":
+        return synthesize(kind, x, grad, alpha=alpha, p_inv=p_inv, generator=generator), x.new_full((), alpha).float()
+    if alpha_scale != "relative":
+        raise ValueError(f"alpha_scale: {expected_one_of(ALPHA_SCALES, alpha_scale)}")
+    if kind == "shuffle":
+        raise ValueError("alpha_scale: relative α needs a perturbation size; ood_type shuffle has no α")
+    if kind == "gaussian":
+        noise = gaussian_outliers(x, 1.0, generator)
+        rms = lambda t: t.float().pow(2).mean().sqrt()  # noqa: E731
+        alpha_eff = torch.where(rms(noise) > 0, alpha * rms(x) / rms(noise).clamp_min(1e-30), 0.0).detach()
+        return (alpha_eff * noise).to(x.dtype).detach(), alpha_eff
+    unit = synthesize(kind, x, grad, alpha=1.0, p_inv=p_inv, generator=generator) - x.detach()
+    alpha_eff = relative_alpha(x, unit, alpha)
+    return (x.detach() + alpha_eff.to(x.dtype) * unit).detach(), alpha_eff
+
+
 def needs_saliency(kind: str) -> bool:
     return kind != "gaussian"

@@ -257,6 +257,10 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
             for name, dim in space_for(spec, d).dimensions().items():
                 if dim.choices is None:
                     raise SweepFileError(f"{path}: space.{name}: the grid algorithm needs choices for every dimension")
+        kinds = space_for(spec, d).ood_type
+        if cfg.alpha_scale == "relative" and kinds is not None and "shuffle" in kinds.choices:
+            raise SweepFileError(f"{path}: space.ood_type: shuffle has no α, so it cannot be searched with a relative "
+                                 f"alpha_scale ({d.benchmark})")
     return spec, hashlib.sha256(text.encode()).hexdigest()
 
 
