@@ -14,6 +14,7 @@ finds its own checkpoint and its own Parquet file.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def trial_key(stage: str, config: dict, run_id: str) -> str:
     trial is its Optuna trial; a final or transfer trial is its run (config and seed)."""
     if OPTUNA_TRIAL in config:
         return f"{stage}-{int(config[OPTUNA_TRIAL]):04d}"
-    return f"{stage}-{run_id}"
+    return f"{stage}-{re.sub(r'[^A-Za-z0-9._-]', '_', run_id)}"  # `cars[split=1]` is no file or URI name
 
 
 def trial_dir(out: str, benchmark: str, key: str) -> tuple[Path, str | None]:
