@@ -231,6 +231,11 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
         raw = read_mapping(path, what="sweep file")
     except YamlFileError as exc:
         raise SweepFileError(str(exc)) from None
+    bad = _non_text_key(raw)
+    if bad is not None:
+        where, key = bad
+        raise SweepFileError(f"{path}: {where or 'top level'}: key {printable(repr(key))}: expected a field name "
+                             f"(text), got {type(key).__name__}")
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
@@ -262,6 +267,23 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
             raise SweepFileError(f"{path}: space.ood_type: shuffle has no α, so it cannot be searched with a relative "
                                  f"alpha_scale ({d.benchmark})")
     return spec, hashlib.sha256(text.encode()).hexdigest()
+
+
+def _non_text_key(node: Any, loc: tuple = ()) -> tuple[str, Any] | None:
+    """(where, key) of the first mapping key that is not text (YAML's `false:` or `1:`), else None."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if not isinstance(k, str):
+                return _loc(loc), k
+            found = _non_text_key(v, (*loc, k))
+            if found:
+                return found
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found = _non_text_key(v, (*loc, i))
+            if found:
+                return found
+    return None
 
 
 def normalize_trial_keys(values: dict) -> dict:
