@@ -4,18 +4,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_sweep_spec import BASE  # the smallest valid sweep file
 
 from ascood.cli.sweep import main as sweep_main
 from ascood.cli.train import main as train_main
-
-BASE = {
-    "name": "t",
-    "output": "OUT",
-    "datasets": [{"benchmark": "cmnist"}],
-    "trial": {"epochs": 1, "scorers": ["msp", "energy"]},
-    "space": {"alpha": {"low": 0.01, "high": 10.0, "log": True}},
-    "objective": {"metric": "val/auroc", "scorer": "energy"},
-}
 
 
 def _one_line_exit_2(capsys, main, argv) -> str:
