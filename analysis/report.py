@@ -21,11 +21,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import AnalysisInputError, load_sweeps, setting_id
-from analysis.robust import Pick, bootstrap_wins, pick
+from analysis.robust import CE, Verdict, delta_to_ce, verdict
+from ascood.config import validate_config
+from ascood.gain import DEFAULT_FLOOR
 from ascood.results import METRICS, SETTING_COLUMNS, select
 from ascood.sweep.objective import objective_rows
-from ascood.sweep.spec import Objective, SweepFileError, load_sweep
-from ascood.sweep.summary import summarize_frame
+from ascood.sweep.spec import Objective, SweepFileError, SweepSpec, load_sweep, normalize_trial_keys
+from ascood.sweep.summary import best_from_frame, summarize_frame
 
 PLOTTED = ("alpha_max", "p_inv", "lam", "sigma")
 
@@ -35,26 +37,37 @@ class Report:
     objective: Objective
     datasets: list[str]
     per_dataset: pd.DataFrame
-    pick: Pick | None = None
-    wins: pd.Series | None = None
-    chosen: pd.DataFrame | None = None
+    floor: float = DEFAULT_FLOOR
+    verdict: Verdict | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # setting → short label (S1, S2, …, CE)
+    legend: pd.DataFrame | None = None  # label, where the candidate came from, its setting
+    deltas: pd.DataFrame | None = None  # per dataset: the pick against CE on validation
     candidates: pd.DataFrame | None = None  # every transfer setting's test metrics per dataset
+    alpha: pd.DataFrame | None = None  # the pick's relative α as each dataset's mean effective α
+    joint: pd.DataFrame | None = None  # per robust-stage trial: its normalized gain on each dataset
     incomplete: list[str] = field(default_factory=list)  # settings left out: not measured on every dataset
     importance: dict[str, dict[str, float]] = field(default_factory=dict)
     plots: dict[str, Path] = field(default_factory=dict)
 
+    @property
+    def pick(self) -> str | None:
+        return None if self.verdict is None else self.verdict.pick
 
-def _objective(outputs: list[Path]) -> Objective:
-    objectives = []
+
+def _specs(outputs: list[Path]) -> list[SweepSpec]:
+    specs = []
     for out in outputs:
         try:
             spec, _ = load_sweep(Path(out) / "sweep.yaml")
         except SweepFileError as exc:
             raise AnalysisInputError(str(exc)) from None
-        objectives.append(spec.objective)
-    if any(o != objectives[0] for o in objectives):
+        specs.append(spec)
+    if any(s.objective != specs[0].objective for s in specs):
         raise AnalysisInputError("the sweeps optimise different objectives; report them separately")
-    return objectives[0]
+    floors = {s.robust.gain_floor if s.robust else DEFAULT_FLOOR for s in specs}
+    if len(floors) > 1:
+        raise AnalysisInputError("the sweeps normalize gains with different robust.gain_floor; report them separately")
+    return specs
 
 
 def _metric_by(rows: pd.DataFrame, objective: Objective, split: str, keys: list[str]) -> pd.DataFrame:
@@ -66,7 +79,7 @@ def _metric_by(rows: pd.DataFrame, objective: Objective, split: str, keys: list[
 def transfer_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Completed transfer runs at their last epoch, labelled with their setting."""
     rows = select(df, stage="transfer", completed=True, final_epoch=True).copy()
-    rows["setting"] = [setting_id(r) if r["method"] == "ascood" else "plain CE baseline" for _, r in rows.iterrows()]
+    rows["setting"] = [setting_id(r) if r["method"] == "ascood" else CE for _, r in rows.iterrows()]
     return rows
 
 
@@ -170,48 +183,130 @@ def pareto_plot(df: pd.DataFrame, objective: Objective, path: Path) -> Path:
     return _save(fig, path)
 
 
-def regret_plot(p: Pick, path: Path) -> Path:
-    datasets = [c for c in p.regret.columns if c not in ("worst", "mean")]
-    order = p.regret.sort_values("worst").index[:12]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(order) + 1.5))
-    y = np.arange(len(order))
-    for i, d in enumerate(datasets):
-        ax.barh(y + i * 0.8 / len(datasets), p.regret.loc[order, d], height=0.8 / len(datasets), label=d)
-    ax.set_yticks(y + 0.4 - 0.4 / len(datasets))
-    ax.set_yticklabels([s if len(s) < 60 else s[:57] + "…" for s in order], fontsize=6)
+def gains_plot(r: Report, path: Path) -> Path:
+    """Each candidate's worst-case score with its interval, labelled S1, S2, …"""
+    v = r.verdict
+    t = v.table
+    key, low, high = (("worst_gain", "worst_gain_low", "worst_gain_high") if v.criterion == "gain"
+                      else ("worst_regret", "worst_regret_low", "worst_regret_high"))
+    fig, ax = plt.subplots(figsize=(6.5, 0.4 * len(t) + 1.4))
+    y = np.arange(len(t))
+    err = np.vstack([t[key] - t[low], t[high] - t[key]]) if t[low].notna().all() else None
+    colors = ["#d62728" if s == v.pick else "#ff7f0e" if tied else "#1f77b4"
+              for s, tied in zip(t["setting"], t["tied"], strict=True)]
+    ax.barh(y, t[key], xerr=err, color=colors, capsize=3)
+    ax.set_yticks(y)
+    ax.set_yticklabels([r.labels[s] for s in t["setting"]])
     ax.invert_yaxis()
-    ax.set_xlabel("validation regret to each dataset's best setting")
-    ax.legend(fontsize=7)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("worst-case normalized gain over CE (validation)" if v.criterion == "gain"
+                  else "worst-case validation regret")
+    ax.set_title("red: pick · orange: tied with it · bars: 95% bootstrap interval over seeds", fontsize=8)
     return _save(fig, path)
 
 
-def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 500) -> Report:
+def joint_plot(joint: pd.DataFrame, datasets: list[str], highlight: set[str], path: Path) -> Path:
+    """Parallel coordinates: one line per robust-stage trial, its normalized gain on each dataset."""
+    fig, ax = plt.subplots(figsize=(1.8 * len(datasets) + 2.5, 3.8))
+    x = np.arange(len(datasets))
+    for _, row in joint.iterrows():
+        top = row["trial"] in highlight
+        ax.plot(x, [row[d] for d in datasets], "-o", ms=3, lw=2.2 if top else 0.8, alpha=1 if top else 0.45,
+                color="#d62728" if top else "#1f77b4", zorder=3 if top else 2)
+    ax.set_xticks(x)
+    ax.set_xticklabels(datasets)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("normalized gain over CE (val)")
+    ax.set_title("robust-stage trials (red: handed to the final candidates)", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def joint_table(df: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """Per robust-stage trial (its Parquet key): normalized gain per dataset and the worst case."""
+    rows = select(df, stage="robust", completed=True, final_epoch=True)
+    rows = rows[rows["norm_gain"].notna()].drop_duplicates(["trial_id", "benchmark"])
+    if rows.empty:
+        return pd.DataFrame()
+    table = rows.pivot_table(index="trial_id", columns="benchmark", values="norm_gain")
+    table = table.reindex(columns=[d for d in datasets if d in table.columns]).dropna()
+    settings = rows.drop_duplicates("trial_id").set_index("trial_id")
+    table["worst"] = table.min(axis=1)
+    table["setting"] = [setting_id(settings.loc[t]) for t in table.index]
+    return table.sort_values("worst", ascending=False).reset_index().rename(columns={"trial_id": "trial"})
+
+
+def origins(df: pd.DataFrame, specs: list[SweepSpec], objective: Objective, joint: pd.DataFrame) -> dict[str, list[str]]:
+    """setting → where it entered the candidates (robust search, best on a dataset, the default)."""
+    out: dict[str, list[str]] = {}
+    top_k = max((s.robust.top_k for s in specs if s.robust), default=0)
+    for i, setting in enumerate(joint["setting"][:top_k] if not joint.empty else []):
+        out.setdefault(setting, []).append(f"robust search #{i + 1}")
+    for benchmark, bdf in df.groupby("benchmark", sort=False):
+        best = best_from_frame(bdf, objective)
+        if best is not None:
+            out.setdefault(setting_id(best.params), []).append(f"best on {benchmark}")
+    for spec in specs:
+        base = validate_config({**normalize_trial_keys(spec.trial), "benchmark": spec.datasets[0].benchmark})
+        out.setdefault(setting_id({k: getattr(base, k) for k in SETTING_COLUMNS}), []).append("sweep default")
+    out[CE] = ["plain cross-entropy"]
+    return out
+
+
+def alpha_table(transfer: pd.DataFrame, setting: str) -> pd.DataFrame | None:
+    """What the pick's relative α meant on each dataset: the mean effective (absolute) α it applied."""
+    rows = transfer[(transfer["setting"] == setting) & transfer["alpha_eff"].notna()]
+    if rows.empty or rows["alpha_scale"].iloc[0] != "relative":
+        return None
+    per_run = rows.drop_duplicates(["run_id", "epoch"])
+    out = per_run.groupby("benchmark", sort=False)["alpha_eff"].agg(["mean", "min", "max"]).reset_index()
+    out.insert(1, "relative α", rows["alpha_max"].iloc[0])
+    return out.rename(columns={"benchmark": "dataset", "mean": "mean effective α", "min": "min (epoch)",
+                               "max": "max (epoch)"})
+
+
+def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 9999) -> Report:
     outputs = [Path(o) for o in outputs]
     df = load_sweeps(outputs)
-    objective = _objective(outputs)
+    specs = _specs(outputs)
+    objective = specs[0].objective
+    floor = specs[0].robust.gain_floor if specs[0].robust else DEFAULT_FLOOR
     datasets = list(dict.fromkeys(df["benchmark"]))
-    report = Report(objective, datasets, per_dataset_table(df, objective))
+    report = Report(objective, datasets, per_dataset_table(df, objective), floor=floor)
     out_dir.mkdir(parents=True, exist_ok=True)
+    joint = joint_table(df, datasets)
+    report.joint = joint if not joint.empty else None
     transfer = transfer_rows(df)
     table = transfer_table(transfer, objective)
     measured = table.groupby("setting")["dataset"].nunique()
     report.incomplete = sorted(measured.index[measured < table["dataset"].nunique()])
     table = table[~table["setting"].isin(report.incomplete)]  # a failed transfer run leaves a gap
     if not table.empty:
-        report.pick = pick(table, objective.mode)
-        report.wins = bootstrap_wins(table, objective.mode, n=bootstrap)
+        v = verdict(table, metric=objective.name, floor=floor, n_resamples=bootstrap)
+        report.verdict = v
+        numbered = iter(range(1, len(v.table) + 1))
+        report.labels = {s: "CE" if s == CE else f"S{next(numbered)}" for s in v.table["setting"]}
+        where = origins(df, specs, objective, joint)
+        report.legend = pd.DataFrame([
+            {"label": report.labels[s], "candidate of": ", ".join(where.get(s, ["—"])), "setting": s}
+            for s in v.table["setting"]
+        ])
+        if CE in v.table["setting"].to_numpy():
+            report.deltas = delta_to_ce(table, v.pick, n_resamples=bootstrap)
         tests = _test_of_settings(transfer, objective)
+        tests.insert(0, "label", tests["setting"].map(report.labels))
         report.candidates = tests
-        chosen = tests[tests["setting"] == report.pick.robust].set_index("benchmark")
-        chosen["regret"] = report.pick.regret.loc[report.pick.robust, chosen.index]
-        report.chosen = chosen.reset_index()
-        report.plots["regret"] = regret_plot(report.pick, out_dir / "regret.png")
-        picks = report.pick.regret.reset_index().rename(columns={"index": "setting"})
-        picks["robust_pick"] = picks["setting"] == report.pick.robust
-        picks["best_mean_pick"] = picks["setting"] == report.pick.best_mean
-        picks["bootstrap_wins"] = picks["setting"].map(report.wins).fillna(0.0)
+        report.alpha = alpha_table(transfer, v.pick)
+        report.plots["gains"] = gains_plot(report, out_dir / "gains.png")
+        picks = v.table.copy()
+        picks.insert(0, "label", picks["setting"].map(report.labels))
+        picks["robust_pick"] = picks["setting"] == v.pick
         picks.to_csv(out_dir / "picks.csv", index=False)
         picks.to_parquet(out_dir / "picks.parquet")
+    if report.joint is not None:
+        top = set(report.joint["trial"][: max((s.robust.top_k for s in specs if s.robust), default=1)])
+        report.plots["joint"] = joint_plot(report.joint, [d for d in datasets if d in report.joint.columns], top,
+                                           out_dir / "joint.png")
     report.importance = importance(outputs, datasets)
     if not select(df, stage="search", completed=True).empty:
         report.plots["marginal"] = marginal_plot(df, objective, out_dir / "marginal.png")
@@ -221,57 +316,157 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 500) ->
     return report
 
 
+def ci_text(point: float, low: float, high: float, digits: int = 2) -> str:
+    if not np.isfinite(low):
+        return f"{point:.{digits}f} (no interval: one seed)"
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def verdict_sentences(r: Report) -> list[str]:
+    """The answer in words: the pick, its score with interval, the tied set, whether anything separates."""
+    v = r.verdict
+    if v is None:
+        return ["No transfer stage in these results: add transfer: to the sweep file to measure every "
+                "candidate on every dataset (and robust: for a cross-dataset search)."]
+    row = v.table.set_index("setting").loc[v.pick]
+    label = r.labels[v.pick]
+    n = len(v.seeds)
+    if v.criterion == "gain":
+        interval = ci_text(row["worst_gain"], row["worst_gain_low"], row["worst_gain_high"])
+        score = (f"its worst-case normalized gain over plain CE is {interval} "
+                 f"(share of CE's headroom closed on its worst dataset; 95% bootstrap interval over {n} paired seeds)")
+    else:
+        interval = ci_text(row["worst_regret"], row["worst_regret_low"], row["worst_regret_high"])
+        score = (f"its worst-case validation regret is {interval} "
+                 f"points (no CE baseline measured, so no normalized gain; {n} seeds)")
+    out = [f"Pick: {label} ({', '.join(r.legend.set_index('label').loc[label, ['candidate of']])}): {score}."]
+    tied = [r.labels[s] for s in v.tied]
+    if n < 2:
+        out.append("With one seed no candidate can be told apart from another: add seeds.")
+    elif not v.separates:
+        out.append(f"No candidate separates: every other candidate ({', '.join(tied)}) is statistically tied with "
+                   f"{label} (the interval of the paired difference covers 0). More seeds are needed to choose.")
+    elif tied:
+        out.append(f"Statistically tied with {label}: {', '.join(tied)} (interval of the paired difference covers 0); "
+                   "the others are worse.")
+    else:
+        out.append(f"No other candidate is tied with {label}: each is worse by an interval that excludes 0.")
+    if CE in v.tied:
+        out.append(f"{label} does not separate from plain CE at these seeds.")
+    if v.dropped_seeds:
+        out.append(f"Seeds {v.dropped_seeds} were left out: not measured for every candidate on every dataset.")
+    return out
+
+
 def summary_json(r: Report) -> str:
+    v = r.verdict
     data = {
         "objective": r.objective.model_dump(),
         "datasets": r.datasets,
+        "verdict": verdict_sentences(r),
+        "robust_pick": None if v is None else v.pick,
+        "robust_pick_label": None if v is None else r.labels[v.pick],
+        "criterion": None if v is None else v.criterion,
+        "tied_with_pick": None if v is None else v.tied,
+        "separates": None if v is None else v.separates,
+        "seeds": None if v is None else v.seeds,
+        "gain_floor": r.floor,
+        "candidates": None if v is None else json.loads(v.table.to_json(orient="records")),
+        "labels": r.labels,
+        "pick_vs_ce": None if r.deltas is None else json.loads(r.deltas.to_json(orient="records")),
+        "alpha_translation": None if r.alpha is None else json.loads(r.alpha.to_json(orient="records")),
         "per_dataset": json.loads(r.per_dataset.to_json(orient="records")),
-        "robust_pick": None if r.pick is None else r.pick.robust,
-        "best_mean_pick": None if r.pick is None else r.pick.best_mean,
-        "chosen": None if r.chosen is None else json.loads(r.chosen.to_json(orient="records")),
-        "bootstrap_wins": None if r.wins is None else r.wins.to_dict(),
+        "robust_trials": None if r.joint is None else json.loads(r.joint.to_json(orient="records")),
         "left_out_incomplete_settings": r.incomplete,
         "importance": r.importance,
     }
     return json.dumps(data, indent=2)
 
 
+HEADERS = {
+    "benchmark": "dataset", "dataset": "dataset", "test_auroc": "test AUROC", "test_fpr95": "test FPR@95",
+    "test_id_accuracy": "test ID acc", "seeds": "seeds", "best_val": "best val", "trials": "trials",
+}
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.1f} ± {std:.1f}"
+
+
 def render_html(r: Report) -> str:
     def table(df: pd.DataFrame) -> str:
-        return df.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0)
+        return df.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0, escape=True)
 
     def img(path: Path) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
         return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
+    o = r.objective
     parts = [
         "<!doctype html><meta charset='utf-8'><title>ASCOOD cross-setting report</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;font-size:13px}"
-        "td,th{padding:3px 8px;border-bottom:1px solid #ddd}img{max-width:100%}</style>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+        "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%}.verdict{font-size:1.1em;background:#f4f6fa;"
+        "padding:.8em 1em;border-left:4px solid #d62728}@media print{body{max-width:none}img{page-break-inside:avoid}}</style>",
         "<h1>Which ASCOOD settings hold up across datasets</h1>",
-        f"<p>Objective (validation only): <b>{html.escape(r.objective.metric)}</b> of "
-        f"<b>{html.escape(r.objective.scorer)}</b> over {html.escape(r.objective.ood)} OOD sets.</p>",
-        "<h2>Per dataset: the validation-selected setting</h2>", table(r.per_dataset),
+        "<div class='verdict'>" + "".join(f"<p>{html.escape(s)}</p>" for s in verdict_sentences(r)) + "</div>",
+        f"<p>Chosen on validation only: <b>{html.escape(o.metric)}</b> of <b>{html.escape(o.scorer)}</b> over "
+        f"{html.escape(o.ood)} OOD sets. Normalized gain on dataset d: g = (v − ce)/(100 − ce) for higher-is-better "
+        f"metrics, (ce − v)/ce for FPR@95, the denominator floored at {r.floor:g} point(s); ce is plain CE with the same "
+        "seed. A candidate's score is its worst dataset's seed-mean gain. Intervals: 95% percentile bootstrap over "
+        "seeds (scipy.stats.bootstrap), seeds resampled jointly for all candidates and datasets; two candidates are "
+        "tied when the interval of their paired difference covers 0.</p>",
     ]
-    if r.pick is not None:
-        parts += [
-            "<h2>Cross-setting pick</h2>",
-            f"<p>Robust pick (smallest worst-case regret): <b>{html.escape(r.pick.robust)}</b><br>"
-            f"Best mean: <b>{html.escape(r.pick.best_mean)}</b></p>",
-            "<h3>The robust pick on each dataset (test metrics: mean ± std over seeds)</h3>", table(r.chosen),
-            "<h3>Bootstrap over seeds: how often each setting is the robust pick</h3>",
-            table(r.wins.rename("wins").reset_index().rename(columns={"index": "setting"})),
-            img(r.plots["regret"]),
-            "<h3>Every candidate on every dataset, beside the plain-CE baseline and the default setting "
-            "(test, mean ± std over seeds; for reading, never for choosing)</h3>",
-            table(r.candidates),
-        ]
-    else:
-        parts.append("<p>No transfer stage in these results: add <code>transfer:</code> to the sweep file "
-                     "to measure every candidate on every dataset.</p>")
+    if r.verdict is not None:
+        v = r.verdict
+        if r.deltas is not None:
+            d = r.deltas
+            label = r.labels[v.pick]
+            rows = pd.DataFrame({
+                "dataset": d["dataset"], f"{label} (val)": d["value"].map(lambda x: f"{x:.2f}"),
+                "CE (val)": d["ce"].map(lambda x: f"{x:.2f}"),
+                "Δ [95% interval]": [ci_text(a, b, c) for a, b, c in zip(d["delta"], d["delta_low"], d["delta_high"], strict=True)],
+            })
+            if r.candidates is not None:
+                t = r.candidates.set_index(["setting", "benchmark"])
+                for who, s in ((label, v.pick), ("CE", CE)):
+                    rows[f"{who} test AUROC"] = [_pm(*t.loc[(s, ds), ["test_auroc", "test_auroc_std"]]) for ds in d["dataset"]]
+                    rows[f"{who} test FPR@95"] = [_pm(*t.loc[(s, ds), ["test_fpr95", "test_fpr95_std"]]) for ds in d["dataset"]]
+            parts += [f"<h2>Per dataset: {html.escape(label)} against plain CE</h2>",
+                      f"<p>Validation {html.escape(o.name)} (seed means, paired difference with interval); test "
+                      "metrics mean ± std over seeds, for reading, never for choosing.</p>", table(rows)]
+        cand = v.table
+        show = pd.DataFrame({"label": cand["setting"].map(r.labels)})
+        if v.criterion == "gain":
+            gain_cols = ["worst_gain", "worst_gain_low", "worst_gain_high"]
+            show["worst-case gain [95%]"] = [ci_text(*x) for x in cand[gain_cols].to_numpy()]
+            show["mean gain"] = cand["mean_gain"].map(lambda x: f"{x:.2f}")
+            for dcol in [c for c in cand.columns if c.startswith("gain/")]:
+                show[f"gain on {dcol[5:]}"] = cand[dcol].map(lambda x: f"{x:.2f}")
+        show["worst regret [95%]"] = [ci_text(*x) for x in cand[["worst_regret", "worst_regret_low", "worst_regret_high"]].to_numpy()]
+        show["difference to pick [95%]"] = [ci_text(*x, digits=3) for x in cand[["diff_to_pick", "diff_low", "diff_high"]].to_numpy()]
+        show["tied with pick"] = ["pick" if s == v.pick else ("yes" if t else "no")
+                                  for s, t in zip(cand["setting"], cand["tied"], strict=True)]
+        parts += ["<h2>Candidates</h2>", table(show), img(r.plots["gains"]), "<h3>Legend</h3>", table(r.legend)]
+        if r.alpha is not None:
+            parts += [f"<h2>{html.escape(r.labels[v.pick])}'s relative α on each dataset</h2>",
+                      "<p>The absolute α it applied (mean over epochs and seeds of each epoch's mean α_eff): what to "
+                      "set as the released code's absolute α on that dataset.</p>", table(r.alpha)]
+    if r.joint is not None:
+        parts += ["<h2>Robust-stage trials: normalized gain per dataset</h2>", img(r.plots["joint"])]
+    if r.candidates is not None:
+        c = r.candidates
+        test = pd.DataFrame({"label": c["label"], "dataset": c["benchmark"],
+                             "test AUROC": [_pm(a, b) for a, b in zip(c["test_auroc"], c["test_auroc_std"], strict=True)],
+                             "test FPR@95": [_pm(a, b) for a, b in zip(c["test_fpr95"], c["test_fpr95_std"], strict=True)],
+                             "test ID acc": c["test_id_accuracy"].map(lambda x: f"{x:.1f}"), "seeds": c["seeds"]})
+        parts += ["<h2>Every candidate on every dataset (test, mean ± std over seeds)</h2>",
+                  table(test.sort_values(["dataset", "label"]))]
+    per = r.per_dataset.rename(columns=lambda c: HEADERS.get(c, c.replace("final_test_", "final test ").replace("_std", " std")))
+    parts += ["<h2>Per dataset: the validation-selected setting of its own search</h2>", table(per)]
     if r.importance:
         imp = pd.DataFrame(r.importance).fillna(0.0).reset_index().rename(columns={"index": "parameter"})
-        parts += ["<h2>Parameter importance (Optuna, per dataset)</h2>", table(imp)]
+        parts += ["<h2>Parameter importance (Optuna, per study)</h2>", table(imp)]
     for key, title in (("marginal", "Marginal effects (search trials)"), ("pareto", "ID accuracy vs validation OOD AUROC")):
         if key in r.plots:
             parts += [f"<h2>{title}</h2>", img(r.plots[key])]

@@ -28,10 +28,13 @@ if TYPE_CHECKING:
     from ascood.evaluate import SplitResult
     from ascood.scorers import Scorer
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Columns each version added, and what an older file's rows hold there (they predate the column).
-ADDED_IN = {"scorer_error": (2, None), "alpha_scale": (2, "absolute"), "alpha_eff": (2, None)}
-READABLE_VERSIONS = (1, 2)
+ADDED_IN = {
+    "scorer_error": (2, None), "alpha_scale": (2, "absolute"), "alpha_eff": (2, None),
+    "norm_gain": (3, None), "reused_from": (3, None),
+}
+READABLE_VERSIONS = (1, 2, 3)
 STATUSES = ("running", "completed", "stopped-early", "failed")
 # What names one setting of the method (what the cross-setting analysis compares).
 SETTING_COLUMNS = ("alpha_max", "alpha_min", "p_inv", "lam", "sigma", "ood_type", "lr", "alpha_scale")
@@ -84,6 +87,8 @@ SCHEMA = pa.schema(
         ("train_loss", pa.float64()),
         ("status", pa.string()),
         ("status_reason", pa.string()),
+        ("norm_gain", pa.float64()),
+        ("reused_from", pa.string()),
         ("wall_time_s", pa.float64()),
         ("code_version", pa.string()),
         ("config_json", pa.string()),
@@ -176,6 +181,18 @@ def status_row(cfg: TrainConfig, benchmark: str, setting: str, embedded: bool, r
 def with_status(rows: list[dict], status: str, reason: str | None) -> list[dict]:
     """The same rows, every one marked with the run's outcome."""
     return [{**r, "status": status, "status_reason": reason} for r in rows]
+
+
+def finished(rows: list[dict], epochs: int) -> bool:
+    """The rows of a run that trained all its epochs and ended `completed`."""
+    return bool(rows) and all(r["status"] == "completed" for r in rows) and max(r["epoch"] for r in rows) == epochs
+
+
+def reused(rows: list[dict], labels: RunLabels, source: str) -> list[dict]:
+    """A completed run's rows recorded for another stage without training it again: labelled as
+    that stage's trial, with `reused_from` naming the trial (its key) that trained it."""
+    return [{**r, "sweep": labels.sweep, "trial_id": labels.trial_id, "stage": labels.stage, "reused_from": source,
+             "norm_gain": None} for r in rows]
 
 
 def to_table(rows: Iterable[dict]) -> pa.Table:

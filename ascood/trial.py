@@ -23,6 +23,7 @@ from ascood.data import load_benchmark
 from ascood.evaluate import Evaluator
 from ascood.results import (
     RunLabels,
+    finished,
     make_rows,
     read_rows,
     run_id_for,
@@ -65,10 +66,6 @@ def _kept_rows(results: str, run_id: str, done: int, labels: RunLabels) -> list[
         return []
     here = {"sweep": labels.sweep, "trial_id": labels.trial_id, "stage": labels.stage}
     return [{**r, **here} for r in read_rows(results) if r["run_id"] == run_id and r["epoch"] <= done]
-
-
-def _finished(rows: list[dict], epochs: int) -> bool:
-    return bool(rows) and all(r["status"] == "completed" for r in rows) and max(r["epoch"] for r in rows) == epochs
 
 
 def log_attempt(out_dir: Path, start_epoch: int) -> None:
@@ -117,7 +114,7 @@ def run_trial(
     run_id = run_id_for(cfg)
     done = checkpoint_epoch(out_dir)
     rows = _kept_rows(results, run_id, done, labels)
-    if done == cfg.epochs and _finished(rows, cfg.epochs):
+    if done == cfg.epochs and finished(rows, cfg.epochs):
         return TrialResult(run_id, "completed", None, rows)
     if accelerator.is_main_process:
         log_attempt(out_dir, done)
@@ -170,7 +167,7 @@ def run_trial(
         trial.rows = rows
         return trial
     trial.status = "completed"
-    if not _finished(rows, cfg.epochs):
+    if not finished(rows, cfg.epochs):
         write("completed", None)
     trial.rows = rows
     return trial

@@ -150,7 +150,7 @@ def _report_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=f"{PROG} report", description="Cross-setting analysis of one or more sweeps.")
     p.add_argument("outs", nargs="+", type=Path, help="sweep output directories (e.g. spurious, fine-grained, conventional)")
     p.add_argument("--out", type=Path, help="report directory (default: OUT/report of the first sweep)")
-    p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples over seeds (default 500)")
+    p.add_argument("--bootstrap", type=int, default=9999, help="bootstrap resamples over seeds (default 9999)")
     p.add_argument("--json", action="store_true", help="print the JSON summary instead of tables")
     return p
 
@@ -159,7 +159,7 @@ def print_report(console: Console, args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from analysis.load import AnalysisInputError
-    from analysis.report import build_report, summary_json
+    from analysis.report import ci_text, build_report, summary_json, verdict_sentences
 
     out = args.out or args.outs[0] / "report"
     try:
@@ -171,20 +171,21 @@ def print_report(console: Console, args: argparse.Namespace) -> int:
         return 0
     if report.incomplete:
         console.print(f"[yellow]left out (not measured on every dataset): {len(report.incomplete)} setting(s)[/yellow]")
-    if report.pick is None:
-        console.print("no transfer stage in these results: add `transfer:` to the sweep file for a cross-setting pick")
-    else:
-        console.print(f"[bold]robust pick[/bold] (smallest worst-case validation regret): {report.pick.robust}")
-        console.print(f"[bold]best mean[/bold]: {report.pick.best_mean}")
-        table = Table(title="the robust pick on each dataset")
-        for col in ("dataset", "val regret", "test AUROC", "test FPR@95", "ID acc", "seeds"):
-            table.add_column(col, justify="left" if col == "dataset" else "right")
-        for _, r in report.chosen.iterrows():
-            table.add_row(r["benchmark"], f"{r['regret']:.2f}", f"{r['test_auroc']:.1f}±{r['test_auroc_std']:.1f}",
-                          f"{r['test_fpr95']:.1f}±{r['test_fpr95_std']:.1f}", f"{r['test_id_accuracy']:.1f}", str(r["seeds"]))
+    for sentence in verdict_sentences(report):
+        console.print(sentence)
+    if report.verdict is not None:
+        v = report.verdict
+        table = Table(title="candidates (validation; 95% bootstrap intervals over paired seeds)")
+        gain = v.criterion == "gain"
+        for col in ("label", "worst-case gain" if gain else "worst regret", "tied with pick", "candidate of"):
+            table.add_column(col, justify="right" if col != "candidate of" else "left")
+        legend = report.legend.set_index("label")
+        for _, r in v.table.iterrows():
+            label = report.labels[r["setting"]]
+            key = "worst_gain" if gain else "worst_regret"
+            tied = "pick" if r["setting"] == v.pick else ("yes" if r["tied"] else "no")
+            table.add_row(label, ci_text(r[key], r[f"{key}_low"], r[f"{key}_high"]), tied, legend.loc[label, "candidate of"])
         console.print(table)
-        wins = ", ".join(f"{w:.0%}" + (" (pick)" if s == report.pick.robust else "") for s, w in report.wins.head(3).items())
-        console.print(f"bootstrap over seeds, top wins: {wins}")
     console.print(f"report: {out / 'report.html'}  picks: {out / 'picks.csv'}  json: {out / 'summary.json'}")
     return 0
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ascood.data.errors import UnknownBenchmarkError
 from ascood.data.registry import register_benchmark
 from ascood.data.types import BenchmarkData, OODSet, Split
 
@@ -22,7 +23,9 @@ SIZE = 32
 TEXTURES = ("brick", "grass", "gravel")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina")
 MNIST6_ID_DIGITS = (2, 4, 5, 9, 8, 3)
-RED, GREEN = (255, 0, 0), (0, 255, 0)
+CMNIST_COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255))  # red green blue yellow magenta
+CMNIST_CLASSES = 5  # `cmnist`; `cmnist[classes=2]` is Ming et al.'s two-class Color-MNIST
+CMNIST_CORRELATION = 0.9  # share of a digit's train images on its own colour
 
 N_TEXTURE_CROPS = 150  # per half and source image
 N_PHOTO_CROPS = 50
@@ -189,34 +192,62 @@ def _with_stats(name, setting, num_classes, images, labels, train_idx, val_idx, 
     )
 
 
+def _check_cmnist_params(params: dict[str, str]) -> int:
+    """`cmnist[classes=K]`: K ID digits 0…K−1, K in 2…5; no other parameter."""
+    unknown = sorted(set(params) - {"classes"})
+    if unknown:
+        raise UnknownBenchmarkError(f"cmnist: unknown parameter {unknown[0]!r}; expected classes")
+    value = params.get("classes", str(CMNIST_CLASSES))
+    if not value.isdigit() or not 2 <= int(value) <= len(CMNIST_COLOURS):
+        raise UnknownBenchmarkError(f"cmnist: classes={value!r}: expected an integer in 2…{len(CMNIST_COLOURS)}")
+    return int(value)
+
+
 @register_benchmark(
     "cmnist",
     setting="spurious",
-    description="Color-MNIST: digits 0/1 on red/green, colour 90% correlated with the label in train",
+    description=(
+        "Color-MNIST: ID digits 0-4 on 5 background colours (red, green, blue, yellow, magenta), each digit's "
+        "own colour on 90% of its train images, colours balanced in val/test; spurious OOD: digits 5-9 on "
+        "the ID colours. cmnist[classes=2]: digits 0/1 on red/green, as in Ming et al."
+    ),
     embedded=True,
+    version=2,
+    params=True,
+    check_params=_check_cmnist_params,
 )
-def build_cmnist(seed: int) -> BenchmarkData:
+def build_cmnist(seed: int, /, **params: str) -> BenchmarkData:
+    """ID digits 0…K−1, digit c on colour c of `CMNIST_COLOURS` in 90% of its train images and
+    the other K−1 colours in turn on the rest; every colour on an equal share of each digit's val
+    and test images. Spurious OOD: all of digits 5–9, each image on an ID colour drawn uniformly.
+
+    `classes=2` is the build of version 1 bit for bit (the same draws in the same order)."""
+    k = _check_cmnist_params(params)
+    palette = np.array(CMNIST_COLOURS[:k], dtype=np.uint8)
     rng = np.random.default_rng(seed)
     digits, y = _digits()
-    keep = np.flatnonzero(y <= 1)
+    keep = np.flatnonzero(y < k)
     images, labels = digits[keep], y[keep]
     train_idx, val_idx, test_idx = _stratified_split(labels, (0.6, 0.2, 0.2), rng)
-    colors = np.empty((len(labels), 3), dtype=np.uint8)
-    for c, (major, minor) in enumerate(((RED, GREEN), (GREEN, RED))):
+    colour = np.empty(len(labels), dtype=np.int64)  # index into the palette
+    for c in range(k):
         idx = rng.permutation(train_idx[labels[train_idx] == c])
-        n_major = int(round(0.9 * idx.size))
-        colors[idx[:n_major]], colors[idx[n_major:]] = major, minor
+        n_major = int(round(CMNIST_CORRELATION * idx.size))
+        others = np.array([o for o in range(k) if o != c])
+        colour[idx[:n_major]] = c
+        colour[idx[n_major:]] = others[np.arange(idx.size - n_major) % others.size]
         for held in (val_idx, test_idx):
             idx = rng.permutation(held[labels[held] == c])
-            colors[idx[: idx.size // 2]], colors[idx[idx.size // 2 :]] = RED, GREEN
-    rgb = _on_background(images, colors)
+            for i, part in enumerate(np.array_split(idx, k)):
+                colour[part] = i
+    rgb = _on_background(images, palette[colour])
 
     spur = np.flatnonzero(y >= 5)
-    spur_colors = np.where(rng.random(spur.size)[:, None] < 0.5, RED, GREEN).astype(np.uint8)
-    spur_rgb = _on_background(digits[spur], spur_colors)
-    strata = y[spur] * 2 + (spur_colors[:, 0] > 0)
+    spur_colour = np.floor(rng.random(spur.size) * k).astype(np.int64)
+    spur_rgb = _on_background(digits[spur], palette[spur_colour])
+    strata = y[spur] * k + (k - 1 - spur_colour)  # per digit, colours in reverse order: version 1's order
     ood = [_ood("digits-5to9-on-colour", "spurious", *_ood_halves(spur_rgb, strata, rng)), *_far_sets(rng)]
-    return _with_stats("cmnist", "spurious", 2, rgb, labels, train_idx, val_idx, test_idx, ood)
+    return _with_stats("cmnist", "spurious", k, rgb, labels, train_idx, val_idx, test_idx, ood)
 
 
 @register_benchmark(

@@ -12,6 +12,8 @@ from ascood.sweep.outcome import trial_outcome
 from ascood.sweep.paths import OPTUNA_TRIAL
 from ascood.sweep.spec import Algorithm, Dimension, Space
 
+USER_ATTR_PREFIX = "gain/"
+
 
 def suggest(trial: optuna.Trial, dims: dict[str, Dimension]) -> None:
     """Define-by-run space: floats (log where asked) and categorical choices."""
@@ -107,17 +109,28 @@ class TruthfulOptunaSearch(OptunaSearch):
         state = self._ot_study._storage.get_trial(ot_trial._trial_id).state
         return state.is_finished()
 
+    def _keep_attrs(self, trial_id: str, result: dict | None) -> None:
+        """Per-dataset values a joint trial reports (`gain/<dataset>`) are kept on its Optuna trial."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or not result:
+            return
+        for k, v in result.items():
+            if k.startswith(USER_ATTR_PREFIX) and v is not None:
+                ot_trial.set_user_attr(k, float(v))
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, str) and result.get(self.metric) is None:
             return  # a failed trial's last report carries no objective
         if self._already_told(trial_id):
             return
+        self._keep_attrs(trial_id, result)
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or self._already_told(trial_id):
             self._completed_trials.add(trial_id)
             return
+        self._keep_attrs(trial_id, result)
         outcome = trial_outcome(result, error=error)
         failed = outcome == "failed"
         if outcome != "completed":

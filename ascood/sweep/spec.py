@@ -12,11 +12,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ascood.choices import one_of, printable
 from ascood.config import ConfigError, TrainConfig, field_name, validate_config
 from ascood.domains import SPACE_DOMAINS, Float, Int, Seed, check_value
+from ascood.gain import BEST_VALUE, MINIMIZED
 from ascood.method.synthesis import SYNTHESIS_KINDS
 from ascood.yamlfile import YamlFileError, read_mapping, read_text
 
 OBJECTIVE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy")
-MINIMIZED = {"fpr95"}
+
 SEARCHABLE = ("alpha", "alpha_min_ratio", "p_inv", "lam", "sigma", "ood_type", "lr")
 
 
@@ -179,6 +180,21 @@ class Transfer(Strict):
     baseline: bool = True
 
 
+class Robust(Strict):
+    """The cross-dataset search: one Optuna study for the whole sweep, each trial one setting trained
+    on every dataset with `seed`; its objective is the worst case over datasets of the normalized
+    gain over plain CE (trained once per dataset with `seed` before the stage). `trial` overrides
+    every dataset's trial options for this stage (e.g. `alpha_scale: relative`); `space` replaces
+    the sweep's; `top_k` of its settings become candidates of the transfer stage."""
+
+    num_samples: Int = Field(16, ge=1)
+    seed: Seed = 0
+    top_k: Int = Field(1, ge=1)
+    trial: dict[str, Any] = Field(default_factory=dict)
+    space: Space | None = None
+    gain_floor: Float = Field(1.0, gt=0, le=100)  # metric points: the smallest headroom a gain is divided by
+
+
 class DatasetSpec(Strict):
     benchmark: str
     setting: Literal["spurious", "fine-grained", "conventional"] | None = None
@@ -201,6 +217,7 @@ class SweepSpec(Strict):
     resources: Resources = Resources()
     final: Final | None = Final()
     transfer: Transfer | None = None
+    robust: Robust | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> SweepSpec:
@@ -209,6 +226,14 @@ class SweepSpec(Strict):
             raise ValueError("each benchmark may appear once in datasets")
         if self.algorithm.multi_objective and self.scheduler is not None:
             raise ValueError("algorithm.multi_objective cannot be combined with a scheduler (Optuna cannot prune it)")
+        if self.robust is not None:
+            if len(self.datasets) < 2:
+                raise ValueError("robust: a cross-dataset search needs at least two datasets, the sweep has one")
+            if self.algorithm.multi_objective:
+                raise ValueError("robust: the normalized gain is one number per dataset; it cannot be searched "
+                                 "with algorithm.multi_objective")
+            if self.objective.name not in BEST_VALUE:
+                raise ValueError(f"robust: objective {self.objective.metric} has no known best value to normalize by")
         return self
 
 
@@ -266,7 +291,42 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
         if cfg.alpha_scale == "relative" and kinds is not None and "shuffle" in kinds.choices:
             raise SweepFileError(f"{path}: space.ood_type: shuffle has no α, so it cannot be searched with a relative "
                                  f"alpha_scale ({d.benchmark})")
+    if spec.robust is not None:
+        _check_robust(path, spec)
     return spec, hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_robust(path: Path, spec: SweepSpec) -> None:
+    """Every dataset's joint-trial config is valid, and a relative α is not searched with shuffle."""
+    if spec.algorithm.name == "grid":
+        raise SweepFileError(f"{path}: robust: the grid algorithm is for per-dataset searches; use tpe or random")
+    for d in spec.datasets:
+        try:
+            cfg = robust_config(spec, d)
+        except ConfigError as exc:
+            raise SweepFileError(f"{path}: robust.trial ({printable(d.benchmark)}): {str(exc).lstrip('-')}") from None
+        kinds = robust_space(spec).ood_type
+        if cfg.alpha_scale == "relative" and kinds is not None and "shuffle" in kinds.choices:
+            raise SweepFileError(f"{path}: robust.space.ood_type: shuffle has no α, so it cannot be searched with a "
+                                 "relative alpha_scale")
+        if cfg.method != "ascood":
+            raise SweepFileError(f"{path}: robust.trial.method: the robust stage searches ASCOOD's settings, got "
+                                 f"{cfg.method}")
+
+
+def robust_space(spec: SweepSpec) -> Space:
+    assert spec.robust is not None
+    return spec.robust.space or spec.space
+
+
+def robust_config(spec: SweepSpec, dataset: DatasetSpec, params: dict | None = None) -> TrainConfig:
+    """A joint trial's config on one dataset: the dataset's trial, the robust stage's overrides, the
+    sampled parameters, the stage's seed."""
+    assert spec.robust is not None
+    values = {**trial_defaults(spec, dataset), **normalize_trial_keys(spec.robust.trial)}
+    values.update(params_to_config(params or {}))
+    values["seed"] = spec.robust.seed
+    return validate_config(values)
 
 
 def _non_text_key(node: Any, loc: tuple = ()) -> tuple[str, Any] | None:

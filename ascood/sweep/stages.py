@@ -18,13 +18,21 @@ from ray import tune
 
 from ascood import storage
 from ascood.config import validate_config
-from ascood.results import SETTING_COLUMNS, read_rows, with_status, write_results
+from ascood.results import SETTING_COLUMNS, read_results, read_rows, run_id_for, select, with_status, write_results
 from ascood.sweep import shared_output
 from ascood.sweep.paths import SweepPaths, experiment_name
 from ascood.sweep.progress import ProgressCallback, SweepProgress
 from ascood.sweep.results_status import ResultsStatusCallback
 from ascood.sweep.searcher import make_searcher
-from ascood.sweep.spec import DatasetSpec, SweepSpec, grid_size, normalize_trial_keys, space_for, trial_defaults
+from ascood.sweep.spec import (
+    DatasetSpec,
+    SweepSpec,
+    grid_size,
+    normalize_trial_keys,
+    robust_space,
+    space_for,
+    trial_defaults,
+)
 from ascood.sweep.summary import best_search_trial, ranked_search_trials
 from ascood.sweep.trainable import TrialMeta
 
@@ -62,6 +70,7 @@ class Stage:
     enabled: Callable[[SweepSpec], bool]
     plan: Callable[[StageContext, DatasetSpec, TrialMeta], Plan | str]
     after_all: bool = False
+    joint: bool = False  # one run for the whole sweep (its trials span every dataset), not one per dataset
 
 
 def trial_meta(ctx: StageContext, dataset: DatasetSpec, stage: str) -> TrialMeta:
@@ -137,10 +146,94 @@ def _final_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Pla
     return Plan(trials=len(seeds), param_space={"best_config": best.config_json, "seed": tune.grid_search(seeds)})
 
 
+CE_CANDIDATE = {"method": "ce", "feature_norm": "none"}
+
+
+def _baseline_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Plan:
+    """Plain CE on the dataset with the robust stage's seed: what its normalized gains are over."""
+    return Plan(trials=1, param_space={"candidate": CE_CANDIDATE, "seed": ctx.spec.robust.seed})
+
+
+def ce_run_id(spec: SweepSpec, dataset: DatasetSpec, seed: int) -> str:
+    values = {**trial_defaults(spec, dataset), **CE_CANDIDATE, "seed": seed}
+    return run_id_for(validate_config(values))
+
+
+JOINT_SCOPE = "all"  # what names a joint stage's Tune experiment (`OUT/ray/robust-all`)
+
+
+def joint_meta(ctx: StageContext, meta: TrialMeta) -> TrialMeta:
+    """What a joint trial needs: per dataset its trial defaults (with the stage's overrides) and
+    the run id of its CE baseline."""
+    spec = ctx.spec
+    parts = []
+    for dataset in spec.datasets:
+        defaults = trial_meta(ctx, dataset, meta.stage).defaults
+        defaults.update(normalize_trial_keys(spec.robust.trial))
+        parts.append({"benchmark": dataset.benchmark, "defaults": defaults,
+                      "ce": ce_run_id(spec, dataset, spec.robust.seed)})
+    return TrialMeta(**{**meta.as_dict(), "benchmark": JOINT_SCOPE, "joint": tuple(parts), "seed": spec.robust.seed,
+                        "gain_floor": spec.robust.gain_floor})
+
+
+def _robust_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Plan | str:
+    """One Optuna study for the sweep; a trial trains one setting on every dataset. The objective,
+    the worst normalized gain over CE, is maximized whatever the metric (FPR@95 is mirrored)."""
+    spec = ctx.spec
+    name = robust_study_name(spec)
+
+    def search() -> tuple[Any, Any]:
+        searcher = make_searcher(space=robust_space(spec), algorithm=spec.algorithm, metric="objective", mode="max",
+                                 storage=ctx.study_storage, study_name=name)
+        scheduler = None
+        if spec.scheduler is not None and len(spec.datasets) > 1:
+            scheduler = tune.schedulers.ASHAScheduler(
+                time_attr="epoch", metric="objective", mode="max", max_t=len(spec.datasets),
+                grace_period=min(spec.scheduler.grace_period, len(spec.datasets) - 1),
+                reduction_factor=spec.scheduler.reduction_factor,
+            )
+        return searcher, scheduler
+
+    n = spec.robust.num_samples
+    left = n - len(finished_trials(ctx.study_storage, name))
+    if left <= 0:
+        return f"its study holds {n} finished trials already"
+    return Plan(trials=n, num_samples=left, search=search)
+
+
+def robust_study_name(spec: SweepSpec) -> str:
+    return f"{spec.name}-robust"
+
+
+def ranked_robust_trials(spec: SweepSpec, paths: SweepPaths) -> list[tuple[float, dict]]:
+    """(worst normalized gain, setting) of every joint trial that completed on every dataset, best first."""
+    if not storage.exists(paths.results):
+        return []
+    df = read_results(paths.results)
+    df = select(df, stage="robust", completed=True, final_epoch=True)
+    df = df[df["norm_gain"].notna()]
+    if df.empty:
+        return []
+    per_trial = df.drop_duplicates(["trial_id", "benchmark"]).groupby("trial_id")
+    ranked = []
+    for _, g in per_trial:
+        if g["benchmark"].nunique() < len(spec.datasets):
+            continue
+        first = g.iloc[0]
+        setting = {**normalize_trial_keys(spec.robust.trial),
+                   **{k: first[k].item() if hasattr(first[k], "item") else first[k] for k in SETTING_COLUMNS}}
+        ranked.append((float(g["norm_gain"].min()), setting))
+    ranked.sort(key=lambda t: -t[0])
+    return ranked
+
+
 def transfer_candidates(spec: SweepSpec, paths: SweepPaths) -> list[dict]:
-    """The settings every dataset is measured with: each dataset's top-k search settings (by the
-    validation objective), the sweep's default setting, the plain-CE baseline; deduplicated."""
+    """The settings every dataset is measured with: the robust stage's top-k settings, each
+    dataset's top-k search settings (by the validation objective), the sweep's default setting,
+    the plain-CE baseline; deduplicated."""
     out: list[dict] = []
+    if spec.robust is not None:
+        out += [setting for _, setting in ranked_robust_trials(spec, paths)[: spec.robust.top_k]]
     for dataset in spec.datasets:
         for row in ranked_search_trials(paths.results, dataset.benchmark, spec.objective)[: spec.transfer.top_k]:
             out.append({k: row[k].item() if hasattr(row[k], "item") else row[k] for k in SETTING_COLUMNS})
@@ -148,7 +241,7 @@ def transfer_candidates(spec: SweepSpec, paths: SweepPaths) -> list[dict]:
         base = validate_config({**normalize_trial_keys(spec.trial), "benchmark": spec.datasets[0].benchmark})
         out.append({k: getattr(base, k) for k in SETTING_COLUMNS})
     if spec.transfer.baseline:
-        out.append({"method": "ce", "feature_norm": "none"})
+        out.append(dict(CE_CANDIDATE))
     unique: dict[str, dict] = {}
     for c in out:
         unique.setdefault(repr(sorted(c.items())), c)
@@ -165,37 +258,45 @@ def _transfer_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> 
 
 SEARCH = Stage("search", enabled=lambda spec: True, plan=_search_plan)
 FINAL = Stage("final", enabled=lambda spec: spec.final is not None, plan=_final_plan)
+BASELINE = Stage("baseline", enabled=lambda spec: spec.robust is not None, plan=_baseline_plan)
+ROBUST = Stage("robust", enabled=lambda spec: spec.robust is not None, plan=_robust_plan, after_all=True, joint=True)
 TRANSFER = Stage("transfer", enabled=lambda spec: spec.transfer is not None, plan=_transfer_plan, after_all=True)
-STAGES = (SEARCH, FINAL, TRANSFER)
+STAGES = (SEARCH, FINAL, BASELINE, ROBUST, TRANSFER)
 
 
 def run_stages(ctx: StageContext, stages: tuple[Stage, ...] = STAGES) -> None:
-    """Per dataset, its stages in order; then the `after_all` stages on every dataset."""
+    """Per dataset, its stages in order; then the `after_all` stages on every dataset (a joint
+    stage once, over all of them)."""
     wanted = [s for s in stages if s.enabled(ctx.spec)]
     for dataset in ctx.spec.datasets:
         for stage in (s for s in wanted if not s.after_all):
             run_stage(ctx, stage, dataset)
     for stage in (s for s in wanted if s.after_all):
-        for dataset in ctx.spec.datasets:
+        for dataset in ctx.spec.datasets[:1] if stage.joint else ctx.spec.datasets:
             run_stage(ctx, stage, dataset)
 
 
 def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
     """Run (or, after a crash, resume) one stage on one dataset; blocks until its trials end."""
     meta = trial_meta(ctx, dataset, stage.name)
+    if stage.joint:
+        meta = joint_meta(ctx, meta)
+    where = meta.benchmark  # the dataset, or for a joint stage the sweep's joint study
     plan = stage.plan(ctx, dataset, meta)
     if isinstance(plan, str):
-        ctx.progress.console.print(f"[yellow]{dataset.benchmark}: {plan}; {stage.name} stage skipped[/yellow]")
+        ctx.progress.console.print(f"[yellow]{where}: {plan}; {stage.name} stage skipped[/yellow]")
         return
-    key = f"{dataset.benchmark} · {stage.name}"
-    ctx.progress.begin(key, plan.trials, ctx.spec.objective.mode)
-    name = experiment_name(stage.name, dataset.benchmark)
-    path = ctx.paths.experiment(stage.name, dataset.benchmark)
+    key = f"{'all datasets' if stage.joint else where} · {stage.name}"
+    ctx.progress.begin(key, plan.trials, "max" if stage.joint else ctx.spec.objective.mode)
+    name = experiment_name(stage.name, where)
+    path = ctx.paths.experiment(stage.name, where)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=ctx.trainable, resume_unfinished=True, resume_errored=False)
     else:
         searcher, scheduler = plan.search() if plan.search is not None else (None, None)
-        callbacks = [ProgressCallback(key), ResultsStatusCallback(str(ctx.paths.out), dataset.benchmark, stage.name)]
+        callbacks = [ProgressCallback(key)]
+        if not stage.joint:  # a joint trial's runs are each complete or failed on their own
+            callbacks.append(ResultsStatusCallback(str(ctx.paths.out), dataset.benchmark, stage.name))
         if ctx.paths.study is not None:
             callbacks.append(shared_output.StudySync(ctx.paths.study))
         tuner = tune.Tuner(
@@ -209,7 +310,8 @@ def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
             ),
         )
     tuner.fit()
-    close_leftovers(ctx, stage, dataset)
+    for d in ctx.spec.datasets if stage.joint else [dataset]:
+        close_leftovers(ctx, stage, d)
 
 
 def close_leftovers(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
@@ -223,9 +325,10 @@ def close_leftovers(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> No
         rows = read_rows(path)
         if any(r["status"] == "running" for r in rows):
             write_results(path, with_status(rows, "failed", reason))
-    if stage is SEARCH:
+    if stage in (SEARCH, ROBUST):
+        name = study_name(ctx.spec, dataset) if stage is SEARCH else robust_study_name(ctx.spec)
         try:
-            study = optuna.load_study(study_name=study_name(ctx.spec, dataset), storage=ctx.study_storage)
+            study = optuna.load_study(study_name=name, storage=ctx.study_storage)
         except KeyError:
             return
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):

@@ -7,20 +7,26 @@ Parquet file is rewritten (keyed by epoch), never appended to (see `ascood.sweep
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import ray
 import torch
 
 from ascood import storage
-from ascood.config import validate_config
-from ascood.results import RunLabels, run_id_for
+from ascood.config import TrainConfig, validate_config
+from ascood.gain import normalized_gain
+from ascood.results import RunLabels, finished, read_rows, reused, run_id_for, write_results
 from ascood.sweep import shared_output
-from ascood.sweep.objective import epoch_metrics, objective_error
-from ascood.sweep.paths import results_file, trial_dir, trial_key
+from ascood.sweep.objective import epoch_metrics, objective_error, objective_value
+from ascood.sweep.paths import OPTUNA_TRIAL, results_file, trial_dir, trial_key
 from ascood.sweep.spec import SEARCHABLE, Objective, params_to_config
-from ascood.train import RunFailed
-from ascood.trial import run_trial
+from ascood.train import CHECKPOINT, RunFailed
+from ascood.trial import checkpoint_epoch, run_trial
+
+Report = Callable[[dict], None]
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,11 @@ class TrialMeta:
     data_root: str | None = None  # where real benchmarks' data is (not part of a run's identity)
     skip_corrupt: bool = False  # leave unreadable images out (counted) instead of failing
     cluster_token: str | None = None  # on a cluster: the output's marker, checked on the trial's node
+    # A joint (robust-stage) trial: per dataset {benchmark, defaults, ce}, `ce` the run id of the
+    # dataset's CE baseline at `seed`; the searched setting is trained on each in turn.
+    joint: tuple[dict, ...] = ()
+    seed: int | None = None
+    gain_floor: float = 1.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +71,7 @@ def trial_values(config: dict, meta: TrialMeta) -> dict:
     return values
 
 
-def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, key: str, report) -> None:
+def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, key: str, report: Report) -> None:
     """Run the trial (or resume it) and report every evaluated epoch's metrics."""
     from ascood.train import make_accelerator
 
@@ -122,12 +133,26 @@ def _train_worker(loop_config: dict) -> None:
 def sweep_trial(config: dict) -> None:
     """The Tune trainable."""
     meta = TrialMeta(**config["sweep"])
-    cfg = validate_config(trial_values(config, meta))
     trial_id = ray.tune.get_context().get_trial_id()
+    if meta.joint:
+        joint_trial(config, meta, trial_id, ray.tune.report)
+        return
+    cfg = validate_config(trial_values(config, meta))
     key = trial_key(meta.stage, config, run_id_for(cfg))
+    run_dataset(cfg, meta, trial_id, key, ray.tune.report)
+
+
+def run_dataset(cfg: TrainConfig, meta: TrialMeta, trial_id: str, key: str, report: Report | None) -> None:
+    """One run of the sweep on meta's dataset: recorded from an identical completed run of any stage
+    when there is one, else trained (or resumed). `report` (None: nothing reported) gets each
+    evaluated epoch's metrics, or the stored last epoch's."""
+    objective = Objective(**meta.objective)
+    tell = report or (lambda metrics: None)
+    if reuse_run(cfg, meta, trial_id, key, objective, tell):
+        return
     if meta.processes == 1:
         torch.set_num_threads(max(1, int(meta.cpus_per_process)))
-        _run_and_report(cfg.model_dump_json(), meta, trial_id, key, ray.tune.report)
+        _run_and_report(cfg.model_dump_json(), meta, trial_id, key, tell)
         return
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -143,11 +168,114 @@ def sweep_trial(config: dict) -> None:
         train_loop_config={"cfg_json": cfg.model_dump_json(), "meta": meta.as_dict(), "trial_id": trial_id, "key": key},
         scaling_config=ScalingConfig(num_workers=meta.processes, use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
-            name=f"{meta.stage}-{trial_id}",
+            name=f"{meta.stage}-{meta.benchmark}-{trial_id}" if meta.joint else f"{meta.stage}-{trial_id}",
             storage_path=storage.join(meta.out, "ray-train"),
             failure_config=FailureConfig(max_failures=meta.max_failures),
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback()] if report is not None else [],
             worker_runtime_env={"env_vars": env},
         ),
     )
     trainer.fit()
+
+
+def _complete_original(path: str, run_id: str, epochs: int) -> list[dict] | None:
+    """The rows of `path` when they are a run `run_id` trained to the end (not itself reused)."""
+    rows = [r for r in read_rows(path) if r["run_id"] == run_id]
+    if not rows or not finished(rows, epochs) or any(r["reused_from"] for r in rows):
+        return None
+    return rows
+
+
+def reuse_run(cfg: TrainConfig, meta: TrialMeta, trial_id: str, key: str, objective: Objective, report: Report) -> bool:
+    """Record an identical run (same config and seed) that some trial of this sweep completed, with
+    its checkpoint, as this trial's result instead of training it again. True when it did (or had,
+    before a restart)."""
+    run_id = run_id_for(cfg)
+    own = results_file(meta.out, meta.benchmark, key)
+    rows = [r for r in read_rows(own) if r["run_id"] == run_id] if storage.exists(own) else []
+    if rows and finished(rows, cfg.epochs) and not rows[0]["reused_from"]:
+        return False  # its own completed run: `run_trial` reports it without training
+    if not (rows and rows[0]["reused_from"] and finished(rows, cfg.epochs)):
+        rows = []
+        prefix = storage.join(meta.out, "results", meta.benchmark)
+        for path in storage.list_files(prefix, ".parquet") if storage.exists(prefix) else []:
+            source = Path(path).stem
+            if source == key:
+                continue
+            original = _complete_original(path, run_id, cfg.epochs)
+            if original is None or not _has_checkpoint(meta, source, cfg.epochs):
+                continue
+            rows = reused(original, RunLabels(meta.sweep, trial_id, meta.stage), source)
+            write_results(own, rows)
+            break
+    if not rows:
+        return False
+    last = max(r["epoch"] for r in rows)
+    report({**epoch_metrics([r for r in rows if r["epoch"] == last], objective), "status": "completed"})
+    return True
+
+
+def _has_checkpoint(meta: TrialMeta, key: str, epochs: int) -> bool:
+    work_dir, kept_dir = trial_dir(meta.out, meta.benchmark, key)
+    if kept_dir is not None:  # object storage: the checkpoint is kept there
+        return storage.exists(storage.join(kept_dir, CHECKPOINT))
+    return (work_dir / CHECKPOINT).exists() and checkpoint_epoch(work_dir) == epochs
+
+
+def joint_trial(config: dict, meta: TrialMeta, trial_id: str, report: Report) -> None:
+    """A robust-stage trial: the searched setting trained on every dataset in turn, after each the
+    worst normalized gain over CE so far reported with `epoch` = datasets done. ASHA compares
+    trials at the same count of datasets, where that worst case is an upper bound of the final one."""
+    objective = Objective(**meta.objective)
+    params = {k: config[k] for k in SEARCHABLE if k in config}
+    key = f"{meta.stage}-{int(config[OPTUNA_TRIAL]):04d}"
+    gains: dict[str, float] = {}
+    total = len(meta.joint)
+    for done, part in enumerate(meta.joint):
+        sub = TrialMeta(**{**meta.as_dict(), "benchmark": part["benchmark"], "defaults": part["defaults"], "joint": ()})
+        cfg = validate_config({**part["defaults"], **params_to_config(params), "seed": meta.seed})
+        run_dataset(cfg, sub, trial_id, key, None)
+        path = results_file(meta.out, part["benchmark"], key)
+        rows = read_rows(path) if storage.exists(path) else []
+        ce_rows = _ce_rows(meta, part)
+        if not finished(rows, cfg.epochs) or ce_rows is None:
+            why = next((r["status_reason"] for r in rows if r["status_reason"]), None)
+            reason = (f"{part['benchmark']}: {why or 'the run did not complete'}" if ce_rows is not None
+                      else f"{part['benchmark']}: its CE baseline {part['ce']} is not completed")
+            report({"status": "failed", "reason": reason, "epoch": done, "epochs": total})
+            return
+        gain = _gain(rows, ce_rows, objective, meta.gain_floor)
+        if not math.isfinite(gain):
+            report({"status": "failed", "reason": f"{part['benchmark']}: no objective value to compare with CE",
+                    "epoch": done, "epochs": total})
+            return
+        if rows[0]["norm_gain"] != gain:
+            write_results(path, [{**r, "norm_gain": gain} for r in rows])
+        gains[part["benchmark"]] = gain
+        report({"objective": min(gains.values()), "epoch": done + 1, "epochs": total, "status": "running",
+                **{f"gain/{b}": g for b, g in gains.items()}})
+
+
+def _last_epoch_rows(rows: list[dict]) -> list[dict]:
+    last = max(r["epoch"] for r in rows)
+    return [r for r in rows if r["epoch"] == last]
+
+
+def _gain(rows: list[dict], ce_rows: list[dict], objective: Objective, floor: float) -> float:
+    import pandas as pd
+
+    value = objective_value(pd.DataFrame(_last_epoch_rows(rows)), objective)
+    ce = objective_value(pd.DataFrame(_last_epoch_rows(ce_rows)), objective)
+    if value is None or ce is None:
+        return float("nan")
+    return float(normalized_gain(value, ce, metric=objective.name, floor=floor))
+
+
+def _ce_rows(meta: TrialMeta, part: dict) -> list[dict] | None:
+    """The completed rows of the dataset's CE baseline run (any stage's), else None."""
+    prefix = storage.join(meta.out, "results", part["benchmark"])
+    for path in storage.list_files(prefix, ".parquet") if storage.exists(prefix) else []:
+        rows = [r for r in read_rows(path) if r["run_id"] == part["ce"]]
+        if rows and all(r["status"] == "completed" for r in rows):
+            return rows
+    return None
