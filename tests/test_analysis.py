@@ -1,10 +1,11 @@
 """Cross-setting pick on synthetic tables with a known answer."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from analysis.load import AnalysisInputError, load_sweeps
-from analysis.robust import bootstrap_wins, pick, regret_table
+from analysis.robust import CE, delta_to_ce, pick, regret_table, verdict
 
 
 def _table(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
@@ -45,10 +46,80 @@ def test_minimised_metrics_and_regret_signs():
     assert pick(_table(values), "min").robust == "B"
 
 
-def test_bootstrap_wins_are_frequencies_and_favour_the_clear_pick():
-    wins = bootstrap_wins(_table(VALUES), "max", n=200)
-    assert wins.sum() == pytest.approx(1.0)
-    assert wins.index[0] == "B" and wins["B"] > 0.9
+def _seeded(effects: dict[str, float], ce: dict[str, float], seeds: int, *, shared: float, own: float, rng_seed=0):
+    """Validation AUROC per (setting, dataset, seed): CE's value + the setting's effect, with noise
+    shared by every setting at a seed (`shared`, what pairing removes) and each setting's own."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for d, base in ce.items():
+        for s in range(seeds):
+            common = rng.normal(0, shared)
+            rows.append({"dataset": d, "setting": CE, "seed": s, "value": base + common})
+            for name, effect in effects.items():
+                rows.append({"dataset": d, "setting": name, "seed": s, "value": base + effect + common + rng.normal(0, own)})
+    return pd.DataFrame(rows)
+
+
+def test_clearly_separated_candidates_have_no_tied_set():
+    v = verdict(_seeded({"A": 10.0, "B": 5.0}, {"x": 80.0, "y": 60.0}, 5, shared=0.5, own=0.1), metric="auroc")
+    assert v.pick == "A" and v.criterion == "gain"
+    assert v.tied == [] and v.separates
+    row = v.table.set_index("setting").loc["A"]
+    assert row["worst_gain"] == pytest.approx(10.0 / 40.0, abs=0.01)  # y: 10 of CE's 40 points of headroom
+    assert row["worst_gain_low"] < row["worst_gain"] < row["worst_gain_high"]
+
+
+def test_candidates_within_noise_are_tied_and_said_to_be():
+    table = _seeded({"A": 5.0, "B": 5.0, "C": 5.0}, {"x": 80.0, "y": 70.0}, 4, shared=0.5, own=2.0)
+    v = verdict(table, metric="auroc")
+    assert set(v.tied) == {"A", "B", "C"} - {v.pick}
+    assert not v.separates
+
+
+def test_pairing_by_seed_separates_what_marginal_noise_hides():
+    """B is A minus 1 point on every seed; the seeds themselves vary by ±10 points. Unpaired
+    intervals overlap entirely; the paired difference does not cover 0."""
+    rows = []
+    rng = np.random.default_rng(1)
+    for s in range(6):
+        common = rng.normal(0, 10)
+        for d in ("x", "y"):
+            rows += [{"dataset": d, "setting": CE, "seed": s, "value": 50.0},
+                     {"dataset": d, "setting": "A", "seed": s, "value": 70.0 + common},
+                     {"dataset": d, "setting": "B", "seed": s, "value": 69.0 + common}]
+    v = verdict(pd.DataFrame(rows), metric="auroc")
+    t = v.table.set_index("setting")
+    assert v.pick == "A" and "B" not in v.tied
+    assert t.loc["B", "worst_gain_high"] > t.loc["A", "worst_gain_low"]  # marginal intervals overlap
+    assert t.loc["B", "diff_low"] > 0
+
+
+def test_one_seed_gives_no_interval_and_nothing_separates():
+    v = verdict(_seeded({"A": 10.0, "B": 1.0}, {"x": 80.0, "y": 60.0}, 1, shared=0.0, own=0.0), metric="auroc")
+    assert v.pick == "A" and set(v.tied) == {"B", CE} and not v.separates
+    assert v.table["worst_gain_low"].isna().all()
+
+
+def test_seeds_not_measured_everywhere_are_left_out():
+    table = _seeded({"A": 10.0}, {"x": 80.0, "y": 60.0}, 3, shared=0.5, own=0.1)
+    table = table[~((table["setting"] == "A") & (table["seed"] == 2) & (table["dataset"] == "y"))]
+    v = verdict(table, metric="auroc")
+    assert v.seeds == [0, 1] and v.dropped_seeds == [2]
+
+
+def test_fpr_objective_is_mirrored_and_without_ce_regret_decides():
+    rows = [{"dataset": d, "setting": s, "seed": i, "value": val + i}
+            for d in ("x", "y") for i in range(3) for s, val in ((CE, 80.0), ("A", 20.0), ("B", 40.0))]
+    v = verdict(pd.DataFrame(rows), metric="fpr95")
+    assert v.pick == "A" and v.table.set_index("setting").loc["A", "worst_gain"] == pytest.approx(60 / 81, abs=0.02)
+    no_ce = pd.DataFrame([r for r in rows if r["setting"] != CE])
+    v = verdict(no_ce, metric="fpr95")
+    assert v.criterion == "regret" and v.pick == "A" and v.table.set_index("setting").loc["B", "worst_regret"] == 20
+
+
+def test_delta_to_ce_is_the_paired_difference():
+    d = delta_to_ce(_seeded({"A": 3.0}, {"x": 80.0}, 5, shared=5.0, own=0.0), "A").iloc[0]
+    assert d["delta"] == pytest.approx(3.0) and d["delta_low"] == pytest.approx(3.0) and d["delta_high"] == pytest.approx(3.0)
 
 
 def test_every_setting_must_be_measured_everywhere():

@@ -106,3 +106,24 @@ def test_a_relative_alpha_with_shuffle_is_refused(tmp_path, capsys):
     assert "space.ood_type: shuffle has no α" in err and not (tmp_path / "out").exists()
     err = _one_line_exit_2(capsys, train_main, ["--alpha-scale", "relative", "--ood-type", "shuffle", "--out", tmp_path / "r"])
     assert "--alpha-scale relative: ood_type shuffle has no α" in err and not (tmp_path / "r").exists()
+
+
+def _two_datasets(d: dict) -> None:
+    d["datasets"] = [{"benchmark": "mnist6"}, {"benchmark": "mnist10"}]
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda d: d.update(robust={}), "robust: a cross-dataset search needs at least two datasets, the sweep has one"),
+    (lambda d: (_two_datasets(d), d.update(robust={"trial": {"alpha_scale": "relative"},
+                                                   "space": {"ood_type": {"choices": ["gradient", "shuffle"]}}})),
+     "robust.space.ood_type: shuffle has no α, so it cannot be searched with a relative alpha_scale"),
+    (lambda d: (_two_datasets(d), d.update(robust={}, algorithm={"name": "tpe", "multi_objective": True})),
+     "robust: the normalized gain is one number per dataset; it cannot be searched with algorithm.multi_objective"),
+    (lambda d: (_two_datasets(d), d.update(robust={"gain_floor": 0})), "robust.gain_floor: Input should be greater than 0"),
+    (lambda d: (_two_datasets(d), d.update(robust={"trial": {"method": "ce"}})),
+     "robust.trial.method: the robust stage searches ASCOOD's settings, got ce"),
+    (lambda d: (_two_datasets(d), d.update(robust={"trial": {"alpha_scale": "sideways"}})), "robust.trial (mnist6)"),
+])
+def test_robust_stage_bad_input(tmp_path, capsys, change, needle):
+    err = _one_line_exit_2(capsys, sweep_main, [_sweep_file(tmp_path, change)])
+    assert needle in err and not (tmp_path / "out").exists()

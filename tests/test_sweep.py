@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -217,31 +218,85 @@ def test_asha_stopped_trials_are_marked_and_told_to_optuna_as_pruned(tmp_path):
     assert states.count(optuna.trial.TrialState.COMPLETE) == len(per_trial) - len(stopped)
 
 
-def test_transfer_stage_and_report_end_to_end(tmp_path):
+@pytest.mark.slow
+def test_robust_stage_reuse_and_verdict_end_to_end(tmp_path):
+    """The quickstart's stage structure (search, final, CE baseline, robust, transfer) on two
+    datasets: every distinct run trained once, the robust study's gains in Optuna and Parquet, and
+    a report that leads with a verdict, intervals and a tied set."""
+    from ascood.gain import normalized_gain
+    from ascood.sweep.objective import objective_value
+    from ascood.sweep.spec import Objective
+
     path = _sweep_file(
-        tmp_path, num_samples=2, final=None,
-        datasets=[{"benchmark": "cmnist", "trial": {"batch_size": 32}}, {"benchmark": "mnist6"}],
+        tmp_path, num_samples=2, final={"seeds": [0, 1]},
+        datasets=[{"benchmark": "mnist6"}, {"benchmark": "mnist10"}],
+        scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
+        robust={"num_samples": 3, "trial": {"alpha_scale": "relative"},
+                "space": {"alpha": {"low": 0.001, "high": 0.3, "log": True}, "p_inv": {"low": 0.05, "high": 0.5}}},
         transfer={"top_k": 1, "seeds": [0, 1], "defaults": True, "baseline": True},
     )
     proc = _cli(path, "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = _results(tmp_path)
-    transfer = df[df["stage"] == "transfer"].drop_duplicates("trial_id")
-    per_dataset = transfer.groupby("benchmark")["trial_id"].nunique()
-    assert per_dataset.nunique() == 1 and per_dataset.iloc[0] % 2 == 0  # same candidates × 2 seeds everywhere
-    assert "ce" in set(transfer["method"])
-    report = _cli("report", tmp_path / "out", "--bootstrap", "50")
+    assert set(df["stage"]) == {"search", "final", "baseline", "robust", "transfer"}
+    files = df.drop_duplicates(["benchmark", "stage", "trial_id"])
+
+    # Never the same run trained twice: one trained (not reused) trial per run id; each reuse
+    # points at a completed original of the same run.
+    trained = files[files["reused_from"].isna()]
+    assert trained.groupby(["benchmark", "run_id"]).size().max() == 1
+    for _, r in files[files["reused_from"].notna()].iterrows():
+        original = pd.read_parquet(tmp_path / "out" / "results" / r["benchmark"] / f"{r['reused_from']}.parquet")
+        assert set(original["run_id"]) == {r["run_id"]} and set(original["status"]) == {"completed"}
+        assert original["reused_from"].isna().all()
+    for benchmark in ("mnist6", "mnist10"):
+        final = files[(files["stage"] == "final") & (files["benchmark"] == benchmark)]
+        assert final.loc[final["seed"] == 0, "reused_from"].str.startswith("search-").all()  # the search's best run
+        transfer = files[(files["stage"] == "transfer") & (files["benchmark"] == benchmark)]
+        ce = transfer[transfer["method"] == "ce"]
+        assert ce.loc[ce["seed"] == 0, "reused_from"].str.startswith("baseline-").all()
+        assert transfer["reused_from"].str.startswith("robust-").sum() == 1  # the robust pick at the stage's seed
+        assert (transfer["alpha_scale"] == "relative").sum() == 2  # the pick, seeds 0 and 1
+    for attempts in (tmp_path / "out" / "trials").rglob("attempts.jsonl"):
+        assert len(attempts.read_text().splitlines()) == 1, attempts  # no trial trained again
+
+    # The robust study: its objective is the worst gain, the per-dataset gains kept on each trial.
+    study = _study(tmp_path, "t-robust")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete and all(t.state.is_finished() for t in study.trials)
+    objective = Objective(metric="val/auroc", scorer="energy")
+    robust = df[(df["stage"] == "robust") & (df["status"] == "completed")]
+    for t in complete:
+        gains = {k.split("/", 1)[1]: v for k, v in t.user_attrs.items() if k.startswith("gain/")}
+        assert set(gains) == {"mnist6", "mnist10"} and t.value == pytest.approx(min(gains.values()))
+        for benchmark, g in gains.items():
+            rows = robust[(robust["benchmark"] == benchmark) & np.isclose(robust["alpha_max"], t.params["alpha"])
+                          & np.isclose(robust["p_inv"], t.params["p_inv"])]
+            assert rows["norm_gain"].iloc[0] == pytest.approx(g)
+            ce = df[(df["stage"] == "baseline") & (df["benchmark"] == benchmark)]
+            last = lambda x: x[x["epoch"] == x["epoch"].max()]  # noqa: E731
+            expected = normalized_gain(objective_value(last(rows), objective), objective_value(last(ce), objective),
+                                       metric="auroc")
+            assert g == pytest.approx(expected)
+            assert rows["alpha_eff"].notna().all() and (rows["alpha_eff"] > 0).all()
+
+    report = _cli("report", tmp_path / "out", "--bootstrap", "999")
     assert report.returncode == 0, report.stderr[-3000:]
-    assert "robust pick" in report.stdout
+    assert report.stdout.lstrip().startswith("Pick: S"), report.stdout[:500]
     out = tmp_path / "out" / "report"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["criterion"] == "gain" and summary["seeds"] == [0, 1]
+    assert summary["robust_pick_label"].startswith("S") and isinstance(summary["tied_with_pick"], list)
+    pick = next(c for c in summary["candidates"] if c["setting"] == summary["robust_pick"])
+    assert pick["worst_gain_low"] <= pick["worst_gain"] <= pick["worst_gain_high"]
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.index("class='verdict'") < html.index("<table")
+    assert html.count("data:image/png;base64,") == 4
     import matplotlib.image as mpimg
 
-    for name in ("regret", "marginal", "pareto"):
+    for name in ("gains", "joint", "marginal", "pareto"):
         img = mpimg.imread(out / f"{name}.png")
         assert img.shape[0] > 100 and img[..., :3].std() > 0.05, f"{name}.png looks empty"
     picks = pd.read_csv(out / "picks.csv")
-    assert picks["robust_pick"].sum() == 1 and picks["bootstrap_wins"].sum() == pytest.approx(1.0)
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["robust_pick"] in set(picks["setting"])
+    assert picks["robust_pick"].sum() == 1 and set(picks["label"]) >= {"S1", "CE"}
