@@ -344,8 +344,9 @@ def verdict_sentences(r: Report) -> list[str]:
     if n < 2:
         out.append("With one seed no candidate can be told apart from another: add seeds.")
     elif not v.separates:
-        out.append(f"No candidate separates: every other candidate ({', '.join(tied)}) is statistically tied with "
-                   f"{label} (the interval of the paired difference covers 0). More seeds are needed to choose.")
+        others = ", ".join(t for t in tied if t != "CE")
+        out.append(f"No candidate separates: every other setting ({others}) is statistically tied with {label} "
+                   "(the interval of the paired difference covers 0). More seeds are needed to choose among them.")
     elif tied:
         out.append(f"Statistically tied with {label}: {', '.join(tied)} (interval of the paired difference covers 0); "
                    "the others are worse.")
@@ -425,7 +426,7 @@ def render_html(r: Report) -> str:
             rows = pd.DataFrame({
                 "dataset": d["dataset"], f"{label} (val)": d["value"].map(lambda x: f"{x:.2f}"),
                 "CE (val)": d["ce"].map(lambda x: f"{x:.2f}"),
-                "Δ [95% interval]": [ci_text(a, b, c) for a, b, c in zip(d["delta"], d["delta_low"], d["delta_high"], strict=True)],
+                "Δ [95% interval]": [ci_text(*x) for x in d[["delta", "delta_low", "delta_high"]].to_numpy()],
             })
             if r.candidates is not None:
                 t = r.candidates.set_index(["setting", "benchmark"])
@@ -443,8 +444,10 @@ def render_html(r: Report) -> str:
             show["mean gain"] = cand["mean_gain"].map(lambda x: f"{x:.2f}")
             for dcol in [c for c in cand.columns if c.startswith("gain/")]:
                 show[f"gain on {dcol[5:]}"] = cand[dcol].map(lambda x: f"{x:.2f}")
-        show["worst regret [95%]"] = [ci_text(*x) for x in cand[["worst_regret", "worst_regret_low", "worst_regret_high"]].to_numpy()]
-        show["difference to pick [95%]"] = [ci_text(*x, digits=3) for x in cand[["diff_to_pick", "diff_low", "diff_high"]].to_numpy()]
+        regret_cols = ["worst_regret", "worst_regret_low", "worst_regret_high"]
+        show["worst regret [95%]"] = [ci_text(*x) for x in cand[regret_cols].to_numpy()]
+        diff_cols = ["diff_to_pick", "diff_low", "diff_high"]
+        show["difference to pick [95%]"] = [ci_text(*x, digits=3) for x in cand[diff_cols].to_numpy()]
         show["tied with pick"] = ["pick" if s == v.pick else ("yes" if t else "no")
                                   for s, t in zip(cand["setting"], cand["tied"], strict=True)]
         parts += ["<h2>Candidates</h2>", table(show), img(r.plots["gains"]), "<h3>Legend</h3>", table(r.legend)]

@@ -95,8 +95,9 @@ class Verdict:
 
     @property
     def separates(self) -> bool:
-        """False when every other candidate is tied with the pick (nothing is told apart)."""
-        return len(self.tied) < len(self.table) - 1
+        """False when every other setting (plain CE aside) is tied with the pick: none is told apart."""
+        others = [s for s in self.table["setting"] if s not in (self.pick, CE)]
+        return not others or any(s not in self.tied for s in others)
 
 
 def verdict(table: pd.DataFrame, *, metric: str, floor: float = DEFAULT_FLOOR, n_resamples: int = 9999,

@@ -159,7 +159,7 @@ def print_report(console: Console, args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from analysis.load import AnalysisInputError
-    from analysis.report import ci_text, build_report, summary_json, verdict_sentences
+    from analysis.report import build_report, ci_text, summary_json, verdict_sentences
 
     out = args.out or args.outs[0] / "report"
     try:
