@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ascood.results import COLUMNS, SCHEMA_VERSION, SETTING_COLUMNS, read_results
+from ascood.results import COLUMNS, SCHEMA_VERSION, read_results
+from ascood.verdict import setting_id
+
+__all__ = ["AnalysisInputError", "load_sweeps", "setting_id"]
 
 
 class AnalysisInputError(ValueError):
@@ -29,12 +32,3 @@ def load_sweeps(outputs: list[str | Path]) -> pd.DataFrame:
             raise AnalysisInputError(f"{out}: results do not follow schema version {SCHEMA_VERSION} (missing {missing[:3]})")
         frames.append(df.assign(sweep_dir=str(out)))
     return pd.concat(frames, ignore_index=True)
-
-
-def setting_id(row: pd.Series | dict) -> str:
-    """A stable name for one hyperparameter setting (what the cross-setting pick compares)."""
-    return " ".join(f"{k}={_fmt(row[k])}" for k in SETTING_COLUMNS)
-
-
-def _fmt(v) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)

@@ -21,13 +21,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import AnalysisInputError, load_sweeps, setting_id
-from analysis.robust import CE, Verdict, delta_to_ce, verdict
 from ascood.config import validate_config
 from ascood.gain import DEFAULT_FLOOR
 from ascood.results import METRICS, SETTING_COLUMNS, select
-from ascood.sweep.objective import objective_rows
 from ascood.sweep.spec import Objective, SweepFileError, SweepSpec, load_sweep, normalize_trial_keys
 from ascood.sweep.summary import best_from_frame, summarize_frame
+from ascood.verdict import CE, Verdict, delta_to_ce, raced_verdict, transfer_rows, transfer_table
 
 PLOTTED = ("alpha_max", "p_inv", "lam", "sigma")
 
@@ -39,6 +38,7 @@ class Report:
     per_dataset: pd.DataFrame
     floor: float = DEFAULT_FLOOR
     verdict: Verdict | None = None
+    before_race: Verdict | None = None  # every candidate at the seeds all share, when a race added seeds
     labels: dict[str, str] = field(default_factory=dict)  # setting → short label (S1, S2, …, CE)
     legend: pd.DataFrame | None = None  # label, where the candidate came from, its setting
     deltas: pd.DataFrame | None = None  # per dataset: the pick against CE on validation
@@ -74,22 +74,6 @@ def _metric_by(rows: pd.DataFrame, objective: Objective, split: str, keys: list[
     """Per group of `keys`: objective scorer's metrics averaged over the selected OOD sets."""
     sel = select(rows, split=split, scorer=objective.scorer, ood=objective.ood)
     return sel.groupby(keys)[[*METRICS, "id_accuracy"]].mean().reset_index()
-
-
-def transfer_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Completed transfer runs at their last epoch, labelled with their setting."""
-    rows = select(df, stage="transfer", completed=True, final_epoch=True).copy()
-    rows["setting"] = [setting_id(r) if r["method"] == "ascood" else CE for _, r in rows.iterrows()]
-    return rows
-
-
-def transfer_table(rows: pd.DataFrame, objective: Objective) -> pd.DataFrame:
-    """(dataset, setting, seed, value): the validation objective of every transfer run."""
-    if rows.empty:
-        return pd.DataFrame(columns=["dataset", "setting", "seed", "value"])
-    val = objective_rows(rows, objective)
-    table = val.groupby(["benchmark", "setting", "seed"])[objective.name].mean().reset_index()
-    return table.rename(columns={"benchmark": "dataset", objective.name: "value"})
 
 
 def _test_of_settings(rows: pd.DataFrame, objective: Objective) -> pd.DataFrame:
@@ -282,17 +266,19 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 9999) -
     report.incomplete = sorted(measured.index[measured < table["dataset"].nunique()])
     table = table[~table["setting"].isin(report.incomplete)]  # a failed transfer run leaves a gap
     if not table.empty:
-        v = verdict(table, metric=objective.name, floor=floor, n_resamples=bootstrap)
-        report.verdict = v
-        numbered = iter(range(1, len(v.table) + 1))
-        report.labels = {s: "CE" if s == CE else f"S{next(numbered)}" for s in v.table["setting"]}
+        first, raced = raced_verdict(table, metric=objective.name, floor=floor, n_resamples=bootstrap)
+        v = raced or first
+        report.verdict, report.before_race = v, first if raced else None
+        numbered = iter(range(1, len(first.table) + 1))
+        report.labels = {s: "CE" if s == CE else f"S{next(numbered)}" for s in first.table["setting"]}
         where = origins(df, specs, objective, joint)
         report.legend = pd.DataFrame([
             {"label": report.labels[s], "candidate of": ", ".join(where.get(s, ["—"])), "setting": s}
-            for s in v.table["setting"]
+            for s in first.table["setting"]
         ])
         if CE in v.table["setting"].to_numpy():
-            report.deltas = delta_to_ce(table, v.pick, n_resamples=bootstrap)
+            finalists = table[table["setting"].isin(v.table["setting"])]
+            report.deltas = delta_to_ce(finalists, v.pick, n_resamples=bootstrap)
         tests = _test_of_settings(transfer, objective)
         tests.insert(0, "label", tests["setting"].map(report.labels))
         report.candidates = tests
@@ -354,6 +340,15 @@ def verdict_sentences(r: Report) -> list[str]:
         out.append(f"No other candidate is tied with {label}: each is worse by an interval that excludes 0.")
     if CE in v.tied:
         out.append(f"{label} does not separate from plain CE at these seeds.")
+    if 2 <= n <= 5:
+        out.append(f"Few seeds: with {n} seeds a difference of the same sign at every seed already puts 0 outside its "
+                   f"interval, which chance alone does with probability {2 ** (1 - n):.0%} when there is no "
+                   "difference; treat separations as provisional (transfer.max_seeds races more seeds).")
+    if v.eliminated:
+        first = r.before_race
+        out.append(f"Racing: {len(v.seeds)} seeds for the finalists ({', '.join(r.labels[s] for s in v.table['setting'])}); "
+                   f"{', '.join(r.labels[s] for s in v.eliminated)} left the race earlier, separated from the leader at "
+                   f"{len(first.seeds)} seeds.")
     if v.dropped_seeds:
         out.append(f"Seeds {v.dropped_seeds} were left out: not measured for every candidate on every dataset.")
     return out
@@ -369,6 +364,7 @@ def summary_json(r: Report) -> str:
         "robust_pick_label": None if v is None else r.labels[v.pick],
         "criterion": None if v is None else v.criterion,
         "tied_with_pick": None if v is None else v.tied,
+        "eliminated_in_race": None if v is None else list(v.eliminated),
         "separates": None if v is None else v.separates,
         "seeds": None if v is None else v.seeds,
         "gain_floor": r.floor,
@@ -450,7 +446,20 @@ def render_html(r: Report) -> str:
         show["difference to pick [95%]"] = [ci_text(*x, digits=3) for x in cand[diff_cols].to_numpy()]
         show["tied with pick"] = ["pick" if s == v.pick else ("yes" if t else "no")
                                   for s, t in zip(cand["setting"], cand["tied"], strict=True)]
-        parts += ["<h2>Candidates</h2>", table(show), img(r.plots["gains"]), "<h3>Legend</h3>", table(r.legend)]
+        title = "Candidates" if r.before_race is None else f"Finalists of the race ({len(v.seeds)} seeds)"
+        parts += [f"<h2>{title}</h2>", table(show), img(r.plots["gains"])]
+        if r.before_race is not None:
+            b, criterion = r.before_race.table, r.before_race.criterion
+            key = "worst_gain" if criterion == "gain" else "worst_regret"
+            early = pd.DataFrame({
+                "label": b["setting"].map(r.labels),
+                f"{key.replace('_', ' ')} [95%]": [ci_text(*x) for x in b[[key, f"{key}_low", f"{key}_high"]].to_numpy()],
+                "tied with the leader then": ["leader" if s == r.before_race.pick else "yes" if t else "no"
+                                              for s, t in zip(b["setting"], b["tied"], strict=True)],
+            })
+            parts += [f"<h3>Every candidate at the {len(r.before_race.seeds)} seeds they share (before the race)</h3>",
+                      table(early)]
+        parts += ["<h3>Legend</h3>", table(r.legend)]
         if r.alpha is not None:
             parts += [f"<h2>{html.escape(r.labels[v.pick])}'s relative α on each dataset</h2>",
                       "<p>The absolute α it applied (mean over epochs and seeds of each epoch's mean α_eff): what to "

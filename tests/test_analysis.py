@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from analysis.load import AnalysisInputError, load_sweeps
-from analysis.robust import CE, delta_to_ce, pick, regret_table, verdict
+from analysis.robust import pick, regret_table
+from ascood.verdict import CE, delta_to_ce, raced_verdict, verdict
 
 
 def _table(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
@@ -117,6 +118,16 @@ def test_fpr_objective_is_mirrored_and_without_ce_regret_decides():
     assert v.criterion == "regret" and v.pick == "A" and v.table.set_index("setting").loc["B", "worst_regret"] == 20
 
 
+def test_a_race_decides_among_its_finalists_at_all_their_seeds():
+    table = _seeded({"A": 5.0, "B": 4.5, "C": 1.0}, {"x": 80.0, "y": 70.0}, 4, shared=0.5, own=0.3)
+    table = table[(table["setting"] != "C") | (table["seed"] < 2)]  # C left the race after two seeds
+    first, raced = raced_verdict(table, metric="auroc")
+    assert first.seeds == [0, 1] and first.dropped_seeds == [2, 3]
+    assert raced is not None and raced.seeds == [0, 1, 2, 3] and raced.eliminated == ("C",)
+    assert set(raced.table["setting"]) == {"A", "B", CE} and raced.pick == "A"
+    assert raced_verdict(table[table["setting"] != "C"], metric="auroc")[1] is None  # no race: one verdict
+
+
 def test_delta_to_ce_is_the_paired_difference():
     d = delta_to_ce(_seeded({"A": 3.0}, {"x": 80.0}, 5, shared=5.0, own=0.0), "A").iloc[0]
     assert d["delta"] == pytest.approx(3.0) and d["delta_low"] == pytest.approx(3.0) and d["delta_high"] == pytest.approx(3.0)
@@ -154,8 +165,8 @@ def _rows(value_of, test_value_of=None) -> pd.DataFrame:
 
 
 def test_test_metrics_never_change_the_pick():
-    from analysis.report import transfer_rows, transfer_table
     from ascood.sweep.spec import Objective
+    from ascood.verdict import transfer_rows, transfer_table
 
     objective = Objective(metric="val/auroc", scorer="energy")
     val = {("A", "cmnist"): 90, ("A", "mnist6"): 60, ("B", "cmnist"): 85, ("B", "mnist6"): 80}

@@ -123,6 +123,8 @@ def _two_datasets(d: dict) -> None:
     (lambda d: (_two_datasets(d), d.update(robust={"trial": {"method": "ce"}})),
      "robust.trial.method: the robust stage searches ASCOOD's settings, got ce"),
     (lambda d: (_two_datasets(d), d.update(robust={"trial": {"alpha_scale": "sideways"}})), "robust.trial (mnist6)"),
+    (lambda d: d.update(transfer={"seeds": [0, 1, 2], "max_seeds": 2}),
+     "transfer: max_seeds: expected at least the 3 seeds of transfer.seeds, got 2"),
 ])
 def test_robust_stage_bad_input(tmp_path, capsys, change, needle):
     err = _one_line_exit_2(capsys, sweep_main, [_sweep_file(tmp_path, change)])

@@ -233,12 +233,22 @@ def test_robust_stage_reuse_and_verdict_end_to_end(tmp_path):
         scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
         robust={"num_samples": 3, "trial": {"alpha_scale": "relative"},
                 "space": {"alpha": {"low": 0.001, "high": 0.3, "log": True}, "p_inv": {"low": 0.05, "high": 0.5}}},
-        transfer={"top_k": 1, "seeds": [0, 1], "defaults": True, "baseline": True},
+        transfer={"top_k": 1, "seeds": [0, 1], "defaults": True, "baseline": True, "max_seeds": 3},
     )
     proc = _cli(path, "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = _results(tmp_path)
     assert set(df["stage"]) == {"search", "final", "baseline", "robust", "transfer"}
+
+    # Racing: a third seed only for the leader, those tied with it and CE, when any are tied.
+    from ascood.verdict import CE, transfer_rows, transfer_table, verdict
+
+    rows = transfer_rows(df)
+    objective = Objective(metric="val/auroc", scorer="energy")
+    at_two = verdict(transfer_table(rows[rows["seed"] < 2], objective), metric="auroc")
+    raced = set(rows.loc[rows["seed"] == 2, "setting"])
+    assert raced == ({at_two.pick, *at_two.tied, CE} if at_two.tied else set())
+    assert rows[rows["seed"] == 2].groupby("setting")["benchmark"].nunique().eq(2).all()
     files = df.drop_duplicates(["benchmark", "stage", "trial_id"])
 
     # Never the same run trained twice: one trained (not reused) trial per run id; each reuse
@@ -265,7 +275,6 @@ def test_robust_stage_reuse_and_verdict_end_to_end(tmp_path):
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert complete and all(t.state.is_finished() for t in study.trials)
-    objective = Objective(metric="val/auroc", scorer="energy")
     robust = df[(df["stage"] == "robust") & (df["status"] == "completed")]
     for t in complete:
         gains = {k.split("/", 1)[1]: v for k, v in t.user_attrs.items() if k.startswith("gain/")}
@@ -286,7 +295,7 @@ def test_robust_stage_reuse_and_verdict_end_to_end(tmp_path):
     assert report.stdout.lstrip().startswith("Pick: S"), report.stdout[:500]
     out = tmp_path / "out" / "report"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["criterion"] == "gain" and summary["seeds"] == [0, 1]
+    assert summary["criterion"] == "gain" and summary["seeds"] == ([0, 1, 2] if raced else [0, 1])
     assert summary["robust_pick_label"].startswith("S") and isinstance(summary["tied_with_pick"], list)
     pick = next(c for c in summary["candidates"] if c["setting"] == summary["robust_pick"])
     assert pick["worst_gain_low"] <= pick["worst_gain"] <= pick["worst_gain_high"]

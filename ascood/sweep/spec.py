@@ -178,6 +178,16 @@ class Transfer(Strict):
     seeds: Seeds = [0, 1, 2]
     defaults: bool = True
     baseline: bool = True
+    # Racing: while candidates are tied with the leader, one more seed for the leader, the tied and
+    # CE only, until they separate or this many seeds are measured.
+    max_seeds: Int | None = None
+
+    @model_validator(mode="after")
+    def _race(self) -> Transfer:
+        if self.max_seeds is not None and self.max_seeds < len(self.seeds):
+            raise ValueError(f"max_seeds: expected at least the {len(self.seeds)} seeds of transfer.seeds, "
+                             f"got {self.max_seeds}")
+        return self
 
 
 class Robust(Strict):

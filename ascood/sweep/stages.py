@@ -18,6 +18,7 @@ from ray import tune
 
 from ascood import storage
 from ascood.config import validate_config
+from ascood.gain import DEFAULT_FLOOR
 from ascood.results import SETTING_COLUMNS, read_results, read_rows, run_id_for, select, with_status, write_results
 from ascood.sweep import shared_output
 from ascood.sweep.paths import SweepPaths, experiment_name
@@ -35,6 +36,7 @@ from ascood.sweep.spec import (
 )
 from ascood.sweep.summary import best_search_trial, ranked_search_trials
 from ascood.sweep.trainable import TrialMeta
+from ascood.verdict import CE, setting_id, transfer_rows, transfer_table, verdict
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Plan:
     param_space: dict = field(default_factory=dict)
     num_samples: int = 1
     search: Callable[[], tuple[Any, Any]] | None = None
+    tag: str = ""  # tells apart several experiments of one stage on one dataset (racing rounds)
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,42 @@ def run_stages(ctx: StageContext, stages: tuple[Stage, ...] = STAGES) -> None:
     for stage in (s for s in wanted if s.after_all):
         for dataset in ctx.spec.datasets[:1] if stage.joint else ctx.spec.datasets:
             run_stage(ctx, stage, dataset)
+    if TRANSFER in wanted and ctx.spec.transfer.max_seeds is not None:
+        race(ctx)
+
+
+def race(ctx: StageContext) -> None:
+    """While candidates are statistically tied with the leader (validation, paired seeds), train
+    one more seed of the leader, the tied and CE on every dataset, until they separate or
+    `transfer.max_seeds` seeds are measured. Each round is decided from the Parquet results alone,
+    so a resumed sweep takes the same rounds."""
+    spec = ctx.spec
+    racers = transfer_candidates(spec, ctx.paths)
+    seeds = list(spec.transfer.seeds)
+    floor = spec.robust.gain_floor if spec.robust else DEFAULT_FLOOR
+    while len(seeds) < spec.transfer.max_seeds:
+        labels = {_label(c): c for c in racers}
+        rows = transfer_rows(read_results(ctx.paths.results))
+        table = transfer_table(rows[rows["setting"].isin(labels) & rows["seed"].isin(seeds)], spec.objective)
+        try:
+            v = verdict(table, metric=spec.objective.name, floor=floor)
+        except ValueError as exc:
+            ctx.progress.console.print(f"[yellow]racing stopped: {exc}[/yellow]")
+            return
+        if not v.tied:
+            return
+        racers = [labels[s] for s in labels if s in {v.pick, *v.tied, CE}]
+        seed = max(seeds) + 1
+        plan = Plan(trials=len(racers), param_space={"candidate": tune.grid_search(racers), "seed": seed},
+                    tag=f"seed{seed}")
+        stage = Stage(TRANSFER.name, enabled=TRANSFER.enabled, plan=lambda ctx, d, m, plan=plan: plan, after_all=True)
+        for dataset in spec.datasets:
+            run_stage(ctx, stage, dataset)
+        seeds.append(seed)
+
+
+def _label(candidate: dict) -> str:
+    return CE if candidate.get("method") == "ce" else setting_id(candidate)
 
 
 def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
@@ -286,10 +325,10 @@ def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
     if isinstance(plan, str):
         ctx.progress.console.print(f"[yellow]{where}: {plan}; {stage.name} stage skipped[/yellow]")
         return
-    key = f"{'all datasets' if stage.joint else where} · {stage.name}"
+    key = f"{'all datasets' if stage.joint else where} · {stage.name}" + (f" {plan.tag}" if plan.tag else "")
     ctx.progress.begin(key, plan.trials, "max" if stage.joint else ctx.spec.objective.mode)
-    name = experiment_name(stage.name, where)
-    path = ctx.paths.experiment(stage.name, where)
+    name = experiment_name(stage.name, where) + (f"-{plan.tag}" if plan.tag else "")
+    path = storage.join(ctx.paths.ray, name)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=ctx.trainable, resume_unfinished=True, resume_errored=False)
     else:
