@@ -89,12 +89,15 @@ def run_trial(
     on_epoch: EpochHook | None = None,
     on_rows: Callable[[list[dict]], None] | None = None,
     check_rows: Callable[[list[dict]], None] | None = None,
+    label_rows: Callable[[list[dict]], list[dict]] | None = None,
 ) -> TrialResult:
     """Train and evaluate one run in `out_dir` (resuming it when a checkpoint is there).
 
     Rows go to `results_path` (default `out_dir/results.parquet`); `on_rows` sees each evaluated
     epoch's new rows on every process, after that epoch's checkpoint (a sweep reports from them).
-    `check_rows` sees them first, right after the evaluation, and may end the run (`RunFailed`).
+    `check_rows` sees them first, right after the evaluation, and may end the run (`RunFailed`);
+    `label_rows` may add derived columns to them before anything is written (the robust stage's
+    normalized gain), so a completed file never needs rewriting.
     `data_root` and `skip_corrupt` say where a real benchmark's data is and what to do with an
     unreadable image; neither is part of the run's identity. A run whose results file is already
     complete (last epoch, `completed`) with its checkpoint is neither trained nor rewritten.
@@ -146,6 +149,8 @@ def run_trial(
                 searched=cfg.scorer_search, train_loss=stats.loss, wall_time_s=wall0 + time.perf_counter() - t0,
                 labels=labels, alpha_eff=stats.alpha_eff,
             )
+            if label_rows is not None:
+                fresh_rows = label_rows(fresh_rows)
             rows = upsert_epoch(rows, fresh_rows)
             if check_rows is not None:
                 check_rows(fresh_rows)

@@ -3,12 +3,13 @@ moments, resumed after each kill, then audited.
 
     python benchmarks/chaos.py --kills 10 [--seed 0] [--samples 10] [--output DIR]
 
-Two embedded datasets (cmnist, mnist6), search + final + transfer stages. A kill may land during
-start-up, inside a trial, between stages. After the last kill the sweep is resumed to the end and
-checked: every dataset's search holds exactly `samples` trials in Parquet and in its Optuna study,
-each with one terminal status and none RUNNING; no result row is duplicated (stage, run, epoch,
-split, OOD set, scorer) — two trainings of one setting would share a run id — and none says
-`running`; every trial file that was complete at a kill is byte-identical at the end.
+Two embedded datasets (cmnist, mnist6), search + final + CE baseline + robust + transfer stages.
+A kill may land during start-up, inside a trial, between stages. After the last kill the sweep is
+resumed to the end and checked: every dataset's search, and the robust study, hold exactly
+`samples` trials in Parquet and in Optuna, each with one terminal status and none RUNNING; no
+result row is duplicated (stage, run, epoch, split, OOD set, scorer) and none says `running`; no
+run (config and seed) was trained by two trials (a later stage records it, `reused_from`); every
+trial file that was complete at a kill is byte-identical at the end.
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ class Audit:
     running_rows: int
     mixed_status_files: int
     complete_files_at_kills: int
+    robust_trials: int = 0
+    retrained_runs: int = 0
     changed_after_complete: list[str] = field(default_factory=list)
 
     def ok(self, samples: int) -> bool:
         return (all(n == samples for n in self.search_trials.values())
-                and all(n == samples for n in self.study_trials.values())
+                and all(n == samples for n in self.study_trials.values()) and self.robust_trials == samples
+                and self.retrained_runs == 0
                 and self.study_running == 0 and self.duplicated_rows == 0 and self.running_rows == 0
                 and self.mixed_status_files == 0 and not self.changed_after_complete)
 
@@ -69,6 +73,8 @@ def sweep_file(out: Path, samples: int) -> dict:
         "objective": {"metric": "val/auroc", "scorer": "energy"},
         "resources": {"processes_per_trial": 1, "cpus_per_process": 1, "max_concurrent_trials": 2},
         "final": {"seeds": [0, 1]},
+        "robust": {"num_samples": samples, "trial": {"alpha_scale": "relative"},
+                   "space": {"alpha": {"low": 0.001, "high": 0.3, "log": True}, "p_inv": {"low": 0.05, "high": 0.5}}},
         "transfer": {"top_k": 1, "seeds": [0]},
     }
 
@@ -139,12 +145,16 @@ def audit(work, results: Path, samples: int, kills: int, moments, complete: dict
     search = {d: len(list((results / d).glob("search-*.parquet"))) for d in DATASETS}
     storage = f"sqlite:///{work / 'out' / 'optuna.db'}"
     studies = {d: optuna.load_study(study_name=f"chaos-{d}", storage=storage).trials for d in DATASETS}
+    robust = optuna.load_study(study_name="chaos-robust", storage=storage).trials
+    trained = df[df["reused_from"].isna()].drop_duplicates(["benchmark", "stage", "trial_id", "run_id"])
     final_status = df.drop_duplicates(["benchmark", "stage", "run_id"])["status"].value_counts().to_dict()
     now = {str(f.relative_to(results)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     return Audit(
         kills=kills, kill_moments_s=moments, wall_s=round(wall, 1), search_trials=search,
         study_trials={d: len(t) for d, t in studies.items()},
-        study_running=sum(t.state == optuna.trial.TrialState.RUNNING for ts in studies.values() for t in ts),
+        study_running=sum(t.state == optuna.trial.TrialState.RUNNING for ts in [*studies.values(), robust] for t in ts),
+        robust_trials=len(robust),
+        retrained_runs=int(trained.duplicated(["benchmark", "run_id"]).sum()),
         statuses={k: int(v) for k, v in final_status.items()},
         duplicated_rows=int(df.duplicated(KEY).sum()), running_rows=int((df["status"] == "running").sum()),
         mixed_status_files=sum(len(s) != 1 for s in per_file), complete_files_at_kills=len(complete),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 Outcome = Literal["completed", "stopped-early", "failed"]
+GAIN_PREFIX = "gain/"  # a joint trial reports `gain/<dataset>`, kept as user attributes of its Optuna trial
 
 
 def trial_outcome(last_result: dict | None, *, error: bool = False) -> Outcome:

@@ -8,11 +8,9 @@ import optuna
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
-from ascood.sweep.outcome import trial_outcome
+from ascood.sweep.outcome import GAIN_PREFIX, trial_outcome
 from ascood.sweep.paths import OPTUNA_TRIAL
 from ascood.sweep.spec import Algorithm, Dimension, Space
-
-USER_ATTR_PREFIX = "gain/"
 
 
 def suggest(trial: optuna.Trial, dims: dict[str, Dimension]) -> None:
@@ -115,7 +113,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         if ot_trial is None or not result:
             return
         for k, v in result.items():
-            if k.startswith(USER_ATTR_PREFIX) and v is not None:
+            if k.startswith(GAIN_PREFIX) and v is not None:
                 ot_trial.set_user_attr(k, float(v))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import ray
@@ -21,6 +22,7 @@ from ascood.gain import normalized_gain
 from ascood.results import RunLabels, finished, read_rows, reused, run_id_for, write_results
 from ascood.sweep import shared_output
 from ascood.sweep.objective import epoch_metrics, objective_error, objective_value
+from ascood.sweep.outcome import GAIN_PREFIX
 from ascood.sweep.paths import OPTUNA_TRIAL, results_file, trial_dir, trial_key
 from ascood.sweep.spec import SEARCHABLE, Objective, params_to_config
 from ascood.train import CHECKPOINT, RunFailed
@@ -51,6 +53,7 @@ class TrialMeta:
     joint: tuple[dict, ...] = ()
     seed: int | None = None
     gain_floor: float = 1.0
+    gain_ref: float | None = None  # a joint trial's run: CE's objective on its dataset, what `norm_gain` is over
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +92,9 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, key: str, rep
         reported.append(metrics)
         report(metrics)
 
+    label_rows = None
+    if meta.gain_ref is not None:
+        label_rows = partial(gain_rows, objective=objective, ce=meta.gain_ref, floor=meta.gain_floor)
     if meta.cluster_token:
         shared_output.verify_marker(meta.out, meta.cluster_token)
     work_dir, kept_dir = trial_dir(meta.out, meta.benchmark, key)
@@ -114,6 +120,7 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, key: str, rep
         skip_corrupt=meta.skip_corrupt,
         on_rows=on_rows,
         check_rows=check_rows,
+        label_rows=label_rows,
     )
     if accelerator.is_main_process:
         shared_output.push(work_dir, kept_dir)
@@ -206,6 +213,8 @@ def reuse_run(cfg: TrainConfig, meta: TrialMeta, trial_id: str, key: str, object
             if original is None or not _has_checkpoint(meta, source, cfg.epochs):
                 continue
             rows = reused(original, RunLabels(meta.sweep, trial_id, meta.stage), source)
+            if meta.gain_ref is not None:
+                rows = gain_rows(rows, objective=objective, ce=meta.gain_ref, floor=meta.gain_floor)
             write_results(own, rows)
             break
     if not rows:
@@ -222,6 +231,18 @@ def _has_checkpoint(meta: TrialMeta, key: str, epochs: int) -> bool:
     return (work_dir / CHECKPOINT).exists() and checkpoint_epoch(work_dir) == epochs
 
 
+def gain_rows(rows: list[dict], *, objective: Objective, ce: float, floor: float) -> list[dict]:
+    """The rows with `norm_gain`: each evaluated epoch's validation objective as a gain over CE's."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    gain = {}
+    for epoch, epoch_rows in df.groupby("epoch"):
+        value = objective_value(epoch_rows, objective)
+        gain[epoch] = None if value is None else float(normalized_gain(value, ce, metric=objective.name, floor=floor))
+    return [{**r, "norm_gain": gain[r["epoch"]]} for r in rows]
+
+
 def joint_trial(config: dict, meta: TrialMeta, trial_id: str, report: Report) -> None:
     """A robust-stage trial: the searched setting trained on every dataset in turn, after each the
     worst normalized gain over CE so far reported with `epoch` = datasets done. ASHA compares
@@ -232,28 +253,31 @@ def joint_trial(config: dict, meta: TrialMeta, trial_id: str, report: Report) ->
     gains: dict[str, float] = {}
     total = len(meta.joint)
     for done, part in enumerate(meta.joint):
-        sub = TrialMeta(**{**meta.as_dict(), "benchmark": part["benchmark"], "defaults": part["defaults"], "joint": ()})
+        benchmark = part["benchmark"]
+
+        def fail(reason: str, done: int = done, benchmark: str = benchmark) -> None:
+            report({"status": "failed", "reason": f"{benchmark}: {reason}", "epoch": done, "epochs": total})
+
+        ce = _ce_value(meta, part, objective)
+        if ce is None:
+            fail(f"its CE baseline {part['ce']} has not completed")
+            return
+        sub = TrialMeta(**{**meta.as_dict(), "benchmark": benchmark, "defaults": part["defaults"], "joint": (),
+                           "gain_ref": ce})
         cfg = validate_config({**part["defaults"], **params_to_config(params), "seed": meta.seed})
         run_dataset(cfg, sub, trial_id, key, None)
-        path = results_file(meta.out, part["benchmark"], key)
+        path = results_file(meta.out, benchmark, key)
         rows = read_rows(path) if storage.exists(path) else []
-        ce_rows = _ce_rows(meta, part)
-        if not finished(rows, cfg.epochs) or ce_rows is None:
-            why = next((r["status_reason"] for r in rows if r["status_reason"]), None)
-            reason = (f"{part['benchmark']}: {why or 'the run did not complete'}" if ce_rows is not None
-                      else f"{part['benchmark']}: its CE baseline {part['ce']} is not completed")
-            report({"status": "failed", "reason": reason, "epoch": done, "epochs": total})
+        if not finished(rows, cfg.epochs):
+            fail(next((r["status_reason"] for r in rows if r["status_reason"]), None) or "the run did not complete")
             return
-        gain = _gain(rows, ce_rows, objective, meta.gain_floor)
-        if not math.isfinite(gain):
-            report({"status": "failed", "reason": f"{part['benchmark']}: no objective value to compare with CE",
-                    "epoch": done, "epochs": total})
+        gain = _last_epoch_rows(rows)[0]["norm_gain"]
+        if gain is None or not math.isfinite(gain):
+            fail("no objective value to compare with CE")
             return
-        if rows[0]["norm_gain"] != gain:
-            write_results(path, [{**r, "norm_gain": gain} for r in rows])
-        gains[part["benchmark"]] = gain
+        gains[benchmark] = gain
         report({"objective": min(gains.values()), "epoch": done + 1, "epochs": total, "status": "running",
-                **{f"gain/{b}": g for b, g in gains.items()}})
+                **{f"{GAIN_PREFIX}{b}": g for b, g in gains.items()}})
 
 
 def _last_epoch_rows(rows: list[dict]) -> list[dict]:
@@ -261,21 +285,13 @@ def _last_epoch_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["epoch"] == last]
 
 
-def _gain(rows: list[dict], ce_rows: list[dict], objective: Objective, floor: float) -> float:
+def _ce_value(meta: TrialMeta, part: dict, objective: Objective) -> float | None:
+    """The validation objective of the dataset's completed CE baseline run (any stage's), else None."""
     import pandas as pd
 
-    value = objective_value(pd.DataFrame(_last_epoch_rows(rows)), objective)
-    ce = objective_value(pd.DataFrame(_last_epoch_rows(ce_rows)), objective)
-    if value is None or ce is None:
-        return float("nan")
-    return float(normalized_gain(value, ce, metric=objective.name, floor=floor))
-
-
-def _ce_rows(meta: TrialMeta, part: dict) -> list[dict] | None:
-    """The completed rows of the dataset's CE baseline run (any stage's), else None."""
     prefix = storage.join(meta.out, "results", part["benchmark"])
     for path in storage.list_files(prefix, ".parquet") if storage.exists(prefix) else []:
         rows = [r for r in read_rows(path) if r["run_id"] == part["ce"]]
         if rows and all(r["status"] == "completed" for r in rows):
-            return rows
+            return objective_value(pd.DataFrame(_last_epoch_rows(rows)), objective)
     return None
