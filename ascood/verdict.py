@@ -64,7 +64,7 @@ def gains(c: Cube, *, metric: str, floor: float = DEFAULT_FLOOR, ce: str = CE) -
     return normalized_gain(c.values, base[None], metric=metric, floor=floor)
 
 
-def _worst_gain(g: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def worst_gain_over(g: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Per candidate, the worst dataset's mean gain over the seeds `idx` (…, S) → (C, …)."""
     return g[:, :, idx.astype(int)].mean(axis=-1).min(axis=1)
 
@@ -75,7 +75,7 @@ def _worst_regret(v: np.ndarray, idx: np.ndarray, metric: str) -> np.ndarray:
     return regret.max(axis=1)
 
 
-def _interval(statistic, n_seeds: int, *, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def interval(statistic, n_seeds: int, *, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(point, low, high) of a vector statistic of seed indices; NaN bounds with one seed."""
     idx = np.arange(n_seeds)
     point = statistic(idx)
@@ -110,26 +110,26 @@ def verdict(table: pd.DataFrame, *, metric: str, floor: float = DEFAULT_FLOOR, n
     candidate's scores with intervals, and the candidates tied with the pick."""
     c = cube(table)
     n = len(c.seeds)
-    regret, r_lo, r_hi = _interval(lambda i: _worst_regret(c.values, i, metric), n, n_resamples=n_resamples, seed=seed)
+    regret, r_lo, r_hi = interval(lambda i: _worst_regret(c.values, i, metric), n, n_resamples=n_resamples, seed=seed)
     out = pd.DataFrame({"setting": c.candidates, "worst_regret": regret, "worst_regret_low": r_lo,
                         "worst_regret_high": r_hi})
     if CE in c.candidates:
         g = gains(c, metric=metric, floor=floor)
-        worst, lo, hi = _interval(lambda i: _worst_gain(g, i), n, n_resamples=n_resamples, seed=seed)
+        worst, lo, hi = interval(lambda i: worst_gain_over(g, i), n, n_resamples=n_resamples, seed=seed)
         out["worst_gain"], out["worst_gain_low"], out["worst_gain_high"] = worst, lo, hi
         out["mean_gain"] = g.mean(axis=(1, 2))
         for j, d in enumerate(c.datasets):
             out[f"gain/{d}"] = g[:, j].mean(axis=-1)
         order = out.sort_values(["worst_gain", "mean_gain", "setting"], ascending=[False, False, True])
         best = c.candidates.index(order.iloc[0]["setting"])
-        score = lambda i: _worst_gain(g, i)[best] - _worst_gain(g, i)  # noqa: E731
+        score = lambda i: worst_gain_over(g, i)[best] - worst_gain_over(g, i)  # noqa: E731
         criterion = "gain"
     else:
         order = out.sort_values(["worst_regret", "setting"])
         best = c.candidates.index(order.iloc[0]["setting"])
         score = lambda i: _worst_regret(c.values, i, metric) - _worst_regret(c.values, i, metric)[best]  # noqa: E731
         criterion = "regret"
-    diff, d_lo, d_hi = _interval(score, n, n_resamples=n_resamples, seed=seed)
+    diff, d_lo, d_hi = interval(score, n, n_resamples=n_resamples, seed=seed)
     out["diff_to_pick"], out["diff_low"], out["diff_high"] = diff, d_lo, d_hi
     pick = c.candidates[best]
     # With one seed nothing is known: every candidate counts as tied.
@@ -143,7 +143,7 @@ def delta_to_ce(table: pd.DataFrame, setting: str, *, n_resamples: int = 9999, s
     """Per dataset: the setting's and CE's seed-mean value and their paired difference with its interval."""
     c = cube(table)
     a, b = c.values[c.candidates.index(setting)], c.values[c.candidates.index(CE)]
-    delta, lo, hi = _interval(lambda i: (a - b)[:, i.astype(int)].mean(axis=-1), len(c.seeds),
+    delta, lo, hi = interval(lambda i: (a - b)[:, i.astype(int)].mean(axis=-1), len(c.seeds),
                               n_resamples=n_resamples, seed=seed)
     return pd.DataFrame({"dataset": c.datasets, "value": a.mean(axis=-1), "ce": b.mean(axis=-1),
                          "delta": delta, "delta_low": lo, "delta_high": hi})

@@ -42,6 +42,7 @@ def main() -> None:
         sys.exit(f"sweep failed:\n{proc.stderr[-3000:]}")
 
     df = pd.read_parquet(out / "results")
+    df = df[df["reused_from"].isna()]  # a reused run was trained (and counted) once, by its original trial
     per_trial = df.groupby(["stage", "benchmark", "trial_id"])["wall_time_s"].max()
     busy = float(per_trial.sum())
     conc = spec.get("resources", {}).get("max_concurrent_trials", 2)

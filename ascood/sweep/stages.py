@@ -157,9 +157,9 @@ def _baseline_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> 
     return Plan(trials=1, param_space={"candidate": CE_CANDIDATE, "seed": ctx.spec.robust.seed})
 
 
-def ce_run_id(spec: SweepSpec, dataset: DatasetSpec, seed: int) -> str:
-    values = {**trial_defaults(spec, dataset), **CE_CANDIDATE, "seed": seed}
-    return run_id_for(validate_config(values))
+def ce_run_id(defaults: dict, seed: int) -> str:
+    """The run id of the baseline stage's CE run with these trial defaults (as its trials see them)."""
+    return run_id_for(validate_config({**defaults, **CE_CANDIDATE, "seed": seed}))
 
 
 JOINT_SCOPE = "all"  # what names a joint stage's Tune experiment (`OUT/ray/robust-all`)
@@ -172,9 +172,9 @@ def joint_meta(ctx: StageContext, meta: TrialMeta) -> TrialMeta:
     parts = []
     for dataset in spec.datasets:
         defaults = trial_meta(ctx, dataset, meta.stage).defaults
+        ce = ce_run_id(defaults, spec.robust.seed)
         defaults.update(normalize_trial_keys(spec.robust.trial))
-        parts.append({"benchmark": dataset.benchmark, "defaults": defaults,
-                      "ce": ce_run_id(spec, dataset, spec.robust.seed)})
+        parts.append({"benchmark": dataset.benchmark, "defaults": defaults, "ce": ce})
     return TrialMeta(**{**meta.as_dict(), "benchmark": JOINT_SCOPE, "joint": tuple(parts), "seed": spec.robust.seed,
                         "gain_floor": spec.robust.gain_floor})
 
