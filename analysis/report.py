@@ -43,7 +43,7 @@ class Report:
     legend: pd.DataFrame | None = None  # label, where the candidate came from, its setting
     deltas: pd.DataFrame | None = None  # per dataset: the pick against CE on validation
     candidates: pd.DataFrame | None = None  # every transfer setting's test metrics per dataset
-    alpha: pd.DataFrame | None = None  # the pick's relative α as each dataset's mean effective α
+    alpha: pd.DataFrame | None = None  # each relative-α candidate's α as each dataset's mean effective α
     joint: pd.DataFrame | None = None  # per robust-stage trial: its normalized gain on each dataset
     incomplete: list[str] = field(default_factory=list)  # settings left out: not measured on every dataset
     importance: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -237,16 +237,22 @@ def origins(df: pd.DataFrame, specs: list[SweepSpec], objective: Objective, join
     return out
 
 
-def alpha_table(transfer: pd.DataFrame, setting: str) -> pd.DataFrame | None:
-    """What the pick's relative α meant on each dataset: the mean effective (absolute) α it applied."""
-    rows = transfer[(transfer["setting"] == setting) & transfer["alpha_eff"].notna()]
-    if rows.empty or rows["alpha_scale"].iloc[0] != "relative":
+def alpha_table(df: pd.DataFrame, transfer: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame | None:
+    """What each relative-α candidate's α meant on each dataset: the effective (absolute) α it
+    applied, averaged over every evaluated epoch of its transfer runs (min and max of those epochs)."""
+    out = []
+    for setting, runs in transfer[transfer["alpha_scale"] == "relative"].groupby("setting", sort=False):
+        rows = df[df["run_id"].isin(runs["run_id"]) & df["alpha_eff"].notna()].drop_duplicates(["run_id", "epoch"])
+        if rows.empty:
+            continue
+        per = rows.groupby("benchmark", sort=False)["alpha_eff"].agg(["mean", "min", "max"]).reset_index()
+        per.insert(0, "label", labels.get(setting, setting))
+        per.insert(2, "relative α", runs["alpha_max"].iloc[0])
+        out.append(per)
+    if not out:
         return None
-    per_run = rows.drop_duplicates(["run_id", "epoch"])
-    out = per_run.groupby("benchmark", sort=False)["alpha_eff"].agg(["mean", "min", "max"]).reset_index()
-    out.insert(1, "relative α", rows["alpha_max"].iloc[0])
-    return out.rename(columns={"benchmark": "dataset", "mean": "mean effective α", "min": "min (epoch)",
-                               "max": "max (epoch)"})
+    return pd.concat(out).rename(columns={"benchmark": "dataset", "mean": "mean effective α", "min": "min (epoch)",
+                                          "max": "max (epoch)"})
 
 
 def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 9999) -> Report:
@@ -282,7 +288,7 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 9999) -
         tests = _test_of_settings(transfer, objective)
         tests.insert(0, "label", tests["setting"].map(report.labels))
         report.candidates = tests
-        report.alpha = alpha_table(transfer, v.pick)
+        report.alpha = alpha_table(df, transfer, report.labels)
         report.plots["gains"] = gains_plot(report, out_dir / "gains.png")
         picks = v.table.copy()
         picks.insert(0, "label", picks["setting"].map(report.labels))
@@ -461,9 +467,10 @@ def render_html(r: Report) -> str:
                       table(early)]
         parts += ["<h3>Legend</h3>", table(r.legend)]
         if r.alpha is not None:
-            parts += [f"<h2>{html.escape(r.labels[v.pick])}'s relative α on each dataset</h2>",
-                      "<p>The absolute α it applied (mean over epochs and seeds of each epoch's mean α_eff): what to "
-                      "set as the released code's absolute α on that dataset.</p>", table(r.alpha)]
+            parts += ["<h2>Relative α on each dataset</h2>",
+                      "<p>The absolute α a relative-α candidate applied (mean over its transfer runs' evaluated epochs "
+                      "of each epoch's mean α_eff): what to set as the released code's absolute α on that dataset.</p>",
+                      table(r.alpha)]
     if r.joint is not None:
         parts += ["<h2>Robust-stage trials: normalized gain per dataset</h2>", img(r.plots["joint"])]
     if r.candidates is not None:
