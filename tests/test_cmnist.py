@@ -116,7 +116,5 @@ def test_bad_parameters_are_refused_by_name(name):
         get_spec(name)
 
 
-@pytest.mark.xfail(strict=True, reason="ascood.data.registry.load_benchmark builds an embedded benchmark with "
-                   "spec.build(seed), leaving out the name's parameters; drop this mark when it passes them")
 def test_load_benchmark_passes_the_parameter():
     assert load_benchmark("cmnist[classes=2]").num_classes == 2

@@ -17,7 +17,7 @@ def _hashes(images: torch.Tensor) -> set[str]:
 
 @pytest.mark.parametrize(
     "name, setting, classes, sizes",
-    [("cmnist", "spurious", 2, (600, 200, 200)), ("mnist6", "fine-grained", 6, (1800, 600, 600)),
+    [("cmnist", "spurious", 5, (1500, 500, 500)), ("cmnist[classes=2]", "spurious", 2, (600, 200, 200)), ("mnist6", "fine-grained", 6, (1800, 600, 600)),
      ("mnist10", "conventional", 10, (3000, 1000, 1000))],
 )
 def test_embedded_benchmark_splits(name, setting, classes, sizes):
@@ -38,8 +38,8 @@ def test_embedded_benchmark_splits(name, setting, classes, sizes):
         assert not (_hashes(o.val.images) & _hashes(o.test.images)), f"{o.name}: val/test halves overlap"
 
 
-def test_cmnist_colour_is_spurious_in_train_only():
-    d = load_benchmark("cmnist")
+def test_two_class_cmnist_colour_is_spurious_in_train_only():
+    d = load_benchmark("cmnist[classes=2]")  # the five-class default: tests/test_cmnist.py
 
     def red_fraction(split, label):
         corners = split.images[split.labels == label][:, :, 0, 0]

@@ -111,7 +111,7 @@ def load_benchmark(name: str, *, seed: int = 0, root: str | Path | None = None,
             return _from_state(torch.load(path, weights_only=True), spec)
         except Exception:  # a torn or stale cache file is rebuilt, never trusted
             path.unlink(missing_ok=True)
-    data = spec.build(seed)
+    data = spec.build(seed, **parse_name(name)[1])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(_to_state(data), tmp)
