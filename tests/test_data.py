@@ -17,7 +17,8 @@ def _hashes(images: torch.Tensor) -> set[str]:
 
 @pytest.mark.parametrize(
     "name, setting, classes, sizes",
-    [("cmnist", "spurious", 5, (1500, 500, 500)), ("cmnist[classes=2]", "spurious", 2, (600, 200, 200)), ("mnist6", "fine-grained", 6, (1800, 600, 600)),
+    [("cmnist", "spurious", 5, (1500, 500, 500)), ("cmnist[classes=2]", "spurious", 2, (600, 200, 200)),
+     ("mnist6", "fine-grained", 6, (1800, 600, 600)),
      ("mnist10", "conventional", 10, (3000, 1000, 1000))],
 )
 def test_embedded_benchmark_splits(name, setting, classes, sizes):
