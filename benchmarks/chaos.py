@@ -8,7 +8,7 @@ A kill may land during start-up, inside a trial, between stages. After the last 
 resumed to the end and checked: every dataset's search, and the robust study, hold exactly
 `samples` trials in Parquet and in Optuna, each with one terminal status and none RUNNING; no
 result row is duplicated (stage, run, epoch, split, OOD set, scorer) and none says `running`; no
-run (config and seed) was trained by two trials (a later stage records it, `reused_from`); every
+run (config and seed) was trained to the end by two trials (a later stage records it, `reused_from`); every
 trial file that was complete at a kill is byte-identical at the end.
 """
 
@@ -146,7 +146,8 @@ def audit(work, results: Path, samples: int, kills: int, moments, complete: dict
     storage = f"sqlite:///{work / 'out' / 'optuna.db'}"
     studies = {d: optuna.load_study(study_name=f"chaos-{d}", storage=storage).trials for d in DATASETS}
     robust = optuna.load_study(study_name="chaos-robust", storage=storage).trials
-    trained = df[df["reused_from"].isna()].drop_duplicates(["benchmark", "stage", "trial_id", "run_id"])
+    done = df[df["reused_from"].isna() & (df["status"] == "completed")]
+    trained = done.drop_duplicates(["benchmark", "stage", "trial_id", "run_id"])
     final_status = df.drop_duplicates(["benchmark", "stage", "run_id"])["status"].value_counts().to_dict()
     now = {str(f.relative_to(results)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     return Audit(

@@ -200,28 +200,35 @@ def reuse_run(cfg: TrainConfig, meta: TrialMeta, trial_id: str, key: str, object
     run_id = run_id_for(cfg)
     own = results_file(meta.out, meta.benchmark, key)
     rows = [r for r in read_rows(own) if r["run_id"] == run_id] if storage.exists(own) else []
-    if rows and finished(rows, cfg.epochs) and not rows[0]["reused_from"]:
-        return False  # its own completed run: `run_trial` reports it without training
-    if not (rows and rows[0]["reused_from"] and finished(rows, cfg.epochs)):
-        rows = []
-        prefix = storage.join(meta.out, "results", meta.benchmark)
-        for path in storage.list_files(prefix, ".parquet") if storage.exists(prefix) else []:
-            source = Path(path).stem
-            if source == key:
-                continue
-            original = _complete_original(path, run_id, cfg.epochs)
-            if original is None or not _has_checkpoint(meta, source, cfg.epochs):
-                continue
-            rows = reused(original, RunLabels(meta.sweep, trial_id, meta.stage), source)
-            if meta.gain_ref is not None:
-                rows = gain_rows(rows, objective=objective, ce=meta.gain_ref, floor=meta.gain_floor)
-            write_results(own, rows)
-            break
-    if not rows:
-        return False
+    if rows and finished(rows, cfg.epochs):
+        if not rows[0]["reused_from"]:
+            return False  # its own completed run: `run_trial` reports it without training
+    else:
+        found = _find_original(meta, run_id, key, cfg.epochs)
+        if found is None:
+            return False
+        source, original = found
+        rows = reused(original, RunLabels(meta.sweep, trial_id, meta.stage), source)
+        if meta.gain_ref is not None:
+            rows = gain_rows(rows, objective=objective, ce=meta.gain_ref, floor=meta.gain_floor)
+        write_results(own, rows)
     last = max(r["epoch"] for r in rows)
     report({**epoch_metrics([r for r in rows if r["epoch"] == last], objective), "status": "completed"})
     return True
+
+
+def _find_original(meta: TrialMeta, run_id: str, key: str, epochs: int) -> tuple[str, list[dict]] | None:
+    """(trial key, rows) of a trial of this dataset, other than `key`, that trained `run_id` to the end
+    and kept its checkpoint."""
+    prefix = storage.join(meta.out, "results", meta.benchmark)
+    for path in storage.list_files(prefix, ".parquet") if storage.exists(prefix) else []:
+        source = Path(path).stem
+        if source == key:
+            continue
+        original = _complete_original(path, run_id, epochs)
+        if original is not None and _has_checkpoint(meta, source, epochs):
+            return source, original
+    return None
 
 
 def _has_checkpoint(meta: TrialMeta, key: str, epochs: int) -> bool:
