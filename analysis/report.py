@@ -194,37 +194,40 @@ def joint_plot(joint: pd.DataFrame, datasets: list[str], highlight: set[str], pa
     fig, ax = plt.subplots(figsize=(1.8 * len(datasets) + 2.5, 3.8))
     x = np.arange(len(datasets))
     for _, row in joint.iterrows():
-        top = row["trial"] in highlight
+        top = row["setting"] in highlight
         ax.plot(x, [row[d] for d in datasets], "-o", ms=3, lw=2.2 if top else 0.8, alpha=1 if top else 0.45,
                 color="#d62728" if top else "#1f77b4", zorder=3 if top else 2)
     ax.set_xticks(x)
     ax.set_xticklabels(datasets)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_ylabel("normalized gain over CE (val)")
-    ax.set_title("robust-stage trials (red: handed to the final candidates)", fontsize=8)
+    ax.set_title("robust-stage trials (red: handed to the transfer candidates; "
+                 "lines end where ASHA stopped a trial)", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
 def joint_table(df: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
-    """Per robust-stage trial (its Parquet key): normalized gain per dataset and the worst case."""
+    """Per robust-stage setting (one joint trial; a trial continued after a crash under a new Tune
+    id is still one setting): normalized gain per dataset and the worst case, best first."""
     rows = select(df, stage="robust", completed=True, final_epoch=True)
-    rows = rows[rows["norm_gain"].notna()].drop_duplicates(["trial_id", "benchmark"])
+    rows = rows[rows["norm_gain"].notna()]
     if rows.empty:
         return pd.DataFrame()
-    table = rows.pivot_table(index="trial_id", columns="benchmark", values="norm_gain")
-    table = table.reindex(columns=[d for d in datasets if d in table.columns]).dropna()
-    settings = rows.drop_duplicates("trial_id").set_index("trial_id")
-    table["worst"] = table.min(axis=1)
-    table["setting"] = [setting_id(settings.loc[t]) for t in table.index]
-    return table.sort_values("worst", ascending=False).reset_index().rename(columns={"trial_id": "trial"})
+    rows = rows.assign(setting=[setting_id(r) for _, r in rows.iterrows()]).drop_duplicates(["setting", "benchmark"])
+    table = rows.pivot_table(index="setting", columns="benchmark", values="norm_gain")
+    table = table.reindex(columns=[d for d in datasets if d in table.columns])
+    table["complete"] = table.notna().all(axis=1)  # False: stopped early (ASHA) or failed on a later dataset
+    table["worst"] = table.drop(columns="complete").min(axis=1)  # over the datasets it reached
+    return table.sort_values(["complete", "worst"], ascending=False).reset_index()
 
 
 def origins(df: pd.DataFrame, specs: list[SweepSpec], objective: Objective, joint: pd.DataFrame) -> dict[str, list[str]]:
     """setting → where it entered the candidates (robust search, best on a dataset, the default)."""
     out: dict[str, list[str]] = {}
     top_k = max((s.robust.top_k for s in specs if s.robust), default=0)
-    for i, setting in enumerate(joint["setting"][:top_k] if not joint.empty else []):
+    done = joint[joint["complete"]] if not joint.empty else joint
+    for i, setting in enumerate(done["setting"][:top_k] if not done.empty else []):
         out.setdefault(setting, []).append(f"robust search #{i + 1}")
     for benchmark, bdf in df.groupby("benchmark", sort=False):
         best = best_from_frame(bdf, objective)
@@ -261,7 +264,9 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 9999) -
     specs = _specs(outputs)
     objective = specs[0].objective
     floor = specs[0].robust.gain_floor if specs[0].robust else DEFAULT_FLOOR
-    datasets = list(dict.fromkeys(df["benchmark"]))
+    found = set(df["benchmark"])  # the sweep files' order (a joint trial's), then any other found
+    datasets = [d for d in dict.fromkeys(d.benchmark for s in specs for d in s.datasets) if d in found]
+    datasets += [d for d in dict.fromkeys(df["benchmark"]) if d not in datasets]
     report = Report(objective, datasets, per_dataset_table(df, objective), floor=floor)
     out_dir.mkdir(parents=True, exist_ok=True)
     joint = joint_table(df, datasets)
@@ -296,7 +301,8 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 9999) -
         picks.to_csv(out_dir / "picks.csv", index=False)
         picks.to_parquet(out_dir / "picks.parquet")
     if report.joint is not None:
-        top = set(report.joint["trial"][: max((s.robust.top_k for s in specs if s.robust), default=1)])
+        done = report.joint[report.joint["complete"]]
+        top = set(done["setting"][: max((s.robust.top_k for s in specs if s.robust), default=1)])
         report.plots["joint"] = joint_plot(report.joint, [d for d in datasets if d in report.joint.columns], top,
                                            out_dir / "joint.png")
     report.importance = importance(outputs, datasets)

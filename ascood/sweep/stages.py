@@ -217,9 +217,11 @@ def ranked_robust_trials(spec: SweepSpec, paths: SweepPaths) -> list[tuple[float
     df = df[df["norm_gain"].notna()]
     if df.empty:
         return []
-    per_trial = df.drop_duplicates(["trial_id", "benchmark"]).groupby("trial_id")
+    # By setting, not Tune's trial id: a joint trial continued after a crash runs under a new id,
+    # and its datasets finished before the crash keep the old one.
+    df = df.assign(setting=[setting_id(r) for _, r in df.iterrows()])
     ranked = []
-    for _, g in per_trial:
+    for _, g in df.drop_duplicates(["setting", "benchmark"]).groupby("setting"):
         if g["benchmark"].nunique() < len(spec.datasets):
             continue
         first = g.iloc[0]
