@@ -16,7 +16,8 @@ METRICS = ["auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy"]
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     for seed in (0, 1):
-        cfg = validate_config(dict(benchmark="cmnist", epochs=1, batch_size=32, seed=seed, scorers="msp,energy,odin,iodin"))
+        cfg = validate_config(dict(benchmark="cmnist[classes=2]", epochs=1, batch_size=32, seed=seed,
+                                   scorers="msp,energy,odin,iodin"))
         assert run_trial(cfg, root / f"seed{seed}").status == "completed"
     return root
 
@@ -31,7 +32,7 @@ def test_ascood_eval_reproduces_the_training_runs_metrics(runs):
     evaluated = pd.read_parquet(runs / "seed0" / "eval.parquet")
     assert (evaluated["stage"] == "eval").all() and (evaluated["scorer_selection"] == "fixed").all()
     pd.testing.assert_frame_equal(evaluated.set_index(KEY)[METRICS].sort_index(), trained)
-    assert (runs / "seed0" / "features" / "cmnist-epoch1.pt").exists()
+    assert (runs / "seed0" / "features" / "cmnist[classes=2]-epoch1.pt").exists()
     assert "AUROC" in proc.stdout and "odin" in proc.stdout
 
 
@@ -70,4 +71,4 @@ def test_ascood_eval_on_another_benchmark_labels_rows_with_it(runs, tmp_path):
     df = pd.read_parquet(out)
     assert set(df["benchmark"]) == {"waterbirds[size=32]"}
     assert set(df.loc[df["split"] == "test", "ood_set"]) == {o.name for o in definitions()["waterbirds"].ood}
-    assert df["run_id"].nunique() == 1 and df["run_id"].iloc[0].startswith("cmnist-"), "the run keeps its identity"
+    assert df["run_id"].nunique() == 1 and df["run_id"].iloc[0].startswith("cmnist[classes=2]-"), "the run keeps its identity"
