@@ -57,6 +57,7 @@ class TrainConfig(BaseModel):
     iodin_k: Int = Field(1, ge=1)
     fpr_convention: str = "openood"
     num_workers: Int = Field(0, ge=0)
+    deterministic: bool = False  # deterministic GPU kernels (slower): a rerun or resume on a GPU is then bit-exact
 
     @field_validator(*DOMAINS)
     @classmethod
@@ -139,7 +140,7 @@ class TrainConfig(BaseModel):
 
 # Fields added after runs were first recorded: at these values they leave the identity out, so a
 # run's id (and checkpoint) from before they existed stays the same.
-LATER_FIELDS = {"alpha_scale": "absolute"}
+LATER_FIELDS = {"alpha_scale": "absolute", "deterministic": False}
 
 
 def config_json(cfg: TrainConfig) -> str:

@@ -3,16 +3,30 @@
 Each OOD set is scored alone against the whole ID set of the same split (val or test); group
 rows (near/far/…) are plain means of the per-set metrics, computed by `results.group_means`.
 Input-perturbation scorers (ODIN, i-ODIN) are the only ones that run extra passes.
+
+Precision: everything here runs in fp32 through the model's own modules (`backbone` → `head`),
+never through its `forward`, which Accelerate's mixed-precision wrapper keeps after unwrapping:
+training's evaluation and `ascood-eval` of the same checkpoint then give the same scores. ODIN's
+input gradients at T = 1000 (about 1e-6) underflow fp16, and a bf16 or TF32 step rounds away
+i-ODIN's one-entry perturbation, so input-gradient scorers also run with TF32 off.
+
+Devices and processes: forward passes run on every process over its shard; outputs are
+gathered to the CPU, where scorers keep their fitted state. Input-gradient scorers need every
+process (their passes are sharded); the other scorers, which may hold an N×M distance block, run
+on the main process only, which broadcasts the results.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -42,6 +56,46 @@ class SplitResult:
     sets: list[SetResult] = field(default_factory=list)
 
 
+class Fp32Logits(nn.Module):
+    """The model's logits from its own modules, in fp32: what every input-gradient scorer calls."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.model.head(self.model.backbone(x.float()))
+
+
+@contextmanager
+def no_tf32() -> Iterator[None]:
+    """IEEE fp32 convolutions and matmuls for the duration (restored after)."""
+    conv, matmul = torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = conv, matmul
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Parameters not requiring grad: an input gradient then keeps no weight-gradient buffers."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def chunks(x: Tensor, size: int) -> list[Tensor]:
+    return list(x.split(size)) if size < len(x) else [x]
+
+
 class Evaluator:
     """Holds the prepared (sharded, device-placed) loaders of every evaluated set of a run."""
 
@@ -55,17 +109,22 @@ class Evaluator:
         splits: tuple[str, ...] = EVAL_SPLITS,
         fpr_convention: str = "openood",
         channels_last: bool = False,
+        grad_batch_size: int | None = None,
     ):
+        """`grad_batch_size`: samples per input-gradient pass (default `batch_size`); a run passes
+        its training batch size, which is known to fit a forward and a backward."""
         self.data = data
         self.accelerator = accelerator
         self.splits = splits
         self.fpr_convention = fpr_convention
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.grad_batch_size = grad_batch_size or batch_size
+        self.pin_memory = accelerator.device.type == "cuda"
         self.preprocess = Preprocess(data, channels_last)
-        self.std = torch.tensor(data.std, dtype=torch.float32)
+        self.std = torch.tensor(data.std, dtype=torch.float32, device=accelerator.device)
 
         def prep(split) -> DataLoader:
-            return accelerator.prepare_data_loader(eval_loader(split, batch_size, num_workers))
+            return accelerator.prepare_data_loader(eval_loader(split, batch_size, num_workers, pin_memory=self.pin_memory))
 
         self.loaders: dict[tuple[str, str], DataLoader] = {}
         for split in splits:
@@ -75,7 +134,7 @@ class Evaluator:
 
     def outputs(self, model: nn.Module, loader: DataLoader) -> Outputs:
         logits, feats, labels = [], [], []
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(self.accelerator.device.type, enabled=False):
             for images, y in loader:
                 lg, h = model.forward_with_features(self.preprocess.eval(images))
                 lg, h, y = self.accelerator.gather_for_metrics((lg.float(), h.float(), y))
@@ -85,21 +144,30 @@ class Evaluator:
         return Outputs(torch.cat(logits), torch.cat(feats), torch.cat(labels))
 
     def input_scores(self, scorer: InputScorer, model: nn.Module, loader: DataLoader) -> Tensor:
-        scores = []
-        for images, _ in loader:
-            s = scorer.postprocess_batch(model, self.preprocess.eval(images), self.std)
-            scores.append(self.accelerator.gather_for_metrics(s.float()).cpu())
+        (scores,) = self._input_passes(model, loader, lambda net, x: [scorer.postprocess_batch(net, x, self.std)])
         return torch.cat(scores)
 
     def input_grid_scores(
         self, scorer: InputScorer, model: nn.Module, key: tuple[str, str], points: list[dict]
     ) -> list[np.ndarray]:
-        per_point: list[list[Tensor]] = [[] for _ in points]
-        for images, _ in self._loader(key):
-            scores = scorer.postprocess_grid(model, self.preprocess.eval(images), self.std, points)
-            for acc, s in zip(per_point, scores, strict=True):
-                acc.append(self.accelerator.gather_for_metrics(s.float()).cpu())
+        per_point = self._input_passes(
+            model, self._loader(key), lambda net, x: scorer.postprocess_grid(net, x, self.std, points)
+        )
         return [torch.cat(a).numpy() for a in per_point]
+
+    def _input_passes(self, model: nn.Module, loader: DataLoader, score) -> list[list[Tensor]]:
+        """`score(net, x)` (a list of score tensors) over every batch in chunks of `grad_batch_size`,
+        with the fp32 logits path, parameters frozen and TF32 off; gathered per list entry."""
+        net, out = Fp32Logits(model), None
+        with frozen(model), no_tf32():
+            for images, _ in loader:
+                x = self.preprocess.eval(images)
+                parts = [score(net, c) for c in chunks(x, self.grad_batch_size)]
+                batch = [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
+                out = out or [[] for _ in batch]
+                for acc, sc in zip(out, batch, strict=True):
+                    acc.append(self.accelerator.gather_for_metrics(sc.float()).cpu())
+        return out or [[torch.zeros(0)]]
 
     def all_outputs(self, model: nn.Module, *, train: bool) -> dict[tuple[str, str], Outputs]:
         """One forward pass per evaluated set (and over ID train when a scorer fits on it)."""
@@ -123,7 +191,7 @@ class Evaluator:
     def _loader(self, key: tuple[str, str]) -> DataLoader:
         if key not in self.loaders:  # ID train, un-augmented, only when a scorer needs it
             self.loaders[key] = self.accelerator.prepare_data_loader(
-                eval_loader(self.data.train, self.batch_size, self.num_workers)
+                eval_loader(self.data.train, self.batch_size, self.num_workers, pin_memory=self.pin_memory)
             )
         return self.loaders[key]
 
@@ -152,13 +220,12 @@ class Evaluator:
             def auroc(i: int) -> float:
                 ood = np.concatenate([g[i] for g in grid_ood])
                 return self._grid_auroc(grid_id[i], ood)
-        else:
+        else:  # every grid point at once: a scorer may share work between points (KNN: one top-k)
+            grid = scorer.grid_scores(train, model.head, [outputs[k] for k in [("val", "id"), *val_ood]], points)
+
             def auroc(i: int) -> float:
-                candidate = type(scorer)(**{**scorer.params(), **points[i]})
-                candidate.setup(train, model.head)
-                id_scores = self.score(candidate, model, ("val", "id"), outputs).numpy()
-                ood_scores = np.concatenate([self.score(candidate, model, k, outputs).numpy() for k in val_ood])
-                return self._grid_auroc(id_scores, ood_scores)
+                id_scores, *ood = (t.numpy() for t in grid[i])
+                return self._grid_auroc(id_scores, np.concatenate(ood))
 
         best = points[select_grid_point(len(points), auroc)]
         chosen = type(scorer)(**{**scorer.params(), **best})
@@ -175,7 +242,8 @@ class Evaluator:
         self, model: nn.Module, scorers: list[Scorer], *, search: bool = False, cache: Path | None = None,
     ) -> tuple[list[SplitResult], list[Scorer]]:
         """Evaluate the (unwrapped) model on every split; returns the results and the scorers as
-        used (with searched parameters). Every process returns the same.
+        used (with searched parameters; fitted on the main process). Every process returns the
+        same results.
 
         With `cache`, the forward-pass outputs of every set (ID train included) are read from that
         file, or computed once and written there: later evaluations of the same checkpoint run no
@@ -188,35 +256,46 @@ class Evaluator:
                 outputs = self.cached_outputs(model, cache)
             else:
                 outputs = self.all_outputs(model, train=any(s.needs_train for s in scorers))
-            used, errors = [], {}
+            here = self.accelerator.num_processes == 1 or self.accelerator.is_main_process
+            keys = [(split, name) for split in self.splits
+                    for name in ("id", *(o.name for o in self.data.ood_sets(split)))]
+            used, errors, scores = [], {}, {}
             for s in scorers:
-                try:
-                    used.append(self.fit(s, model, outputs, search=search))
-                except Exception as exc:  # a degenerate fit fails this scorer only
+                if not (s.needs_input or here):
                     used.append(s)
-                    errors[s.name] = f"{s.name}: {type(exc).__name__}: {exc}".splitlines()[0][:300]
-            return [self._split(model, used, split, outputs, errors) for split in self.splits], used
+                    continue
+                try:
+                    s = self.fit(s, model, outputs, search=search)
+                except Exception as exc:  # a degenerate fit fails this scorer only
+                    errors[s.name] = _reason(s, exc)
+                used.append(s)
+                for key in keys:
+                    scores[(s.name, key)] = self._checked(s, model, key, outputs, errors)
+            results = [self._split(split, used, outputs, scores, errors) for split in self.splits] if here else None
+            if self.accelerator.num_processes > 1:
+                shared = broadcast_object_list([results, [u.params() for u in used]])
+                results, params = shared
+                used = [u if here else type(u)(**p) for u, p in zip(used, params, strict=True)]
+            return results, used
         finally:
             model.train(was_training)
 
     def _split(
-        self, model: nn.Module, scorers: list[Scorer], split: str, outputs: dict, errors: dict[str, str]
+        self, split: str, scorers: list[Scorer], outputs: dict, scores: dict, errors: dict[str, str]
     ) -> SplitResult:
-        """Metrics of every scorer on every OOD set of `split`. A scorer that fails, or gives a NaN
+        """Metrics of every scorer on every OOD set of `split`. A scorer that failed, or gave a NaN
         or infinite score to any sample, gets rows without metrics and the reason; the others go on."""
         id_out = outputs[(split, "id")]
         acc = accuracy(id_out.logits.argmax(dim=1).numpy(), id_out.labels.numpy())
         result = SplitResult(split, acc, len(id_out.labels))
-        errors = dict(errors)
-        id_scores = {s.name: self._checked(s, model, (split, "id"), outputs, errors) for s in scorers}
         for o in self.data.ood_sets(split):
             for s in scorers:
-                b = self._checked(s, model, (split, o.name), outputs, errors)
+                b = scores.get((s.name, (split, o.name)))
                 if s.name in errors:
                     result.sets.append(SetResult(o.name, o.group, s.name, 0 if b is None else len(b), None,
                                                  errors[s.name]))
                     continue
-                m = ood_metrics(id_scores[s.name], b, fpr_convention=self.fpr_convention)
+                m = ood_metrics(scores[(s.name, (split, "id"))], b, fpr_convention=self.fpr_convention)
                 result.sets.append(SetResult(o.name, o.group, s.name, len(b), m))
         return result
 
@@ -229,12 +308,16 @@ class Evaluator:
         try:
             scores = self.score(scorer, model, key, outputs).numpy()
         except Exception as exc:
-            errors[scorer.name] = f"{scorer.name}: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+            errors[scorer.name] = _reason(scorer, exc)
             return None
         bad = int((~np.isfinite(scores)).sum())
         if bad:
             errors[scorer.name] = f"{scorer.name}: {bad} of {scores.size} scores on {key[0]} {key[1]} are NaN or infinite"
         return scores
+
+
+def _reason(scorer: Scorer, exc: Exception) -> str:
+    return f"{scorer.name}: {type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
 def select_grid_point(n: int, objective) -> int:

@@ -53,7 +53,7 @@ def evaluate_run(
     data = load_benchmark(name, root=data_root, skip_corrupt=skip_corrupt)
     if data.num_classes != cfg.fc_classes(state):
         raise RunDirError(f"{run_dir}: trained with {cfg.fc_classes(state)} classes, {name} has {data.num_classes}")
-    accelerator = make_accelerator(cfg.mixed_precision)
+    accelerator = make_accelerator()  # evaluation is fp32 whatever the run trained in
     model = create_model(cfg.backbone, num_classes=data.num_classes, feature_norm=cfg.resolved_feature_norm, sigma=cfg.sigma)
     try:
         model.load_state_dict(state["model"])
@@ -67,6 +67,7 @@ def evaluate_run(
     evaluator = Evaluator(
         data, accelerator, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
         fpr_convention=cfg.fpr_convention, channels_last=cfg.channels_last,
+        grad_batch_size=cfg.batch_size,
     )
     epoch = int(state["epoch"])
     scorers = build_scorers(scorer_names or list(cfg.scorers), cfg.scorer_overrides())

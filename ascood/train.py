@@ -1,13 +1,16 @@
 """The training loop, managed by Accelerate (device placement, mixed precision, DDP).
 
 One process or several (DDP via torchrun / Ray Train; on CPU that needs `Accelerator(cpu=True)`,
-which `make_accelerator` passes whenever no GPU is present). A checkpoint is written after every
-epoch and a run resumes from it; data order and synthesis noise are drawn from (seed, epoch), so
-a resumed run continues exactly as an uninterrupted one would.
+which `make_accelerator` passes whenever the run is not to use a GPU). A checkpoint is written
+after every epoch and a run resumes from it; data order and synthesis noise are drawn from
+(seed, epoch), so a resumed run continues exactly as an uninterrupted one would: bit for bit on
+the CPU, and on a GPU in `deterministic` mode (otherwise cuDNN's autotuned kernels and atomic
+adds make each epoch differ in the last bits).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -49,6 +52,10 @@ class CheckpointMismatch(ValueError):
     """The run directory holds a checkpoint of a different configuration."""
 
 
+class DeviceUnavailable(ValueError):
+    """The run asks for a device (or a precision on it) that this process does not have."""
+
+
 @dataclass(frozen=True)
 class EpochStats:
     epoch: int  # epochs completed (1-based)
@@ -68,16 +75,50 @@ class StepLosses(NamedTuple):
     alpha_eff: Tensor  # 0-d, on the device: the absolute α this step applied
 
 
-def make_accelerator(mixed_precision: str = "no") -> Accelerator:
+def make_accelerator(mixed_precision: str = "no", *, use_gpu: bool | None = None) -> Accelerator:
     """An Accelerator that really wraps DDP on CPU too (plain `Accelerator()` silently does not).
+
+    `use_gpu=None` takes CUDA when it is visible (the command lines); a sweep trial passes what it
+    asked Ray for, because Ray no longer hides GPUs from a process that asked for none. On CUDA,
+    host-to-device copies of (pinned) batches do not block.
 
     One process may run several runs (a reused Tune trial actor, `ascood-eval` over several run
     directories) and Accelerate keeps one global state per process that refuses a different
     mixed-precision setting: that state is reset here; the process group (held by `PartialState`)
     is kept.
     """
+    cuda = torch.cuda.is_available() if use_gpu is None else use_gpu
+    if cuda and not torch.cuda.is_available():
+        raise DeviceUnavailable("the run asks for a GPU and this process sees none (CUDA_VISIBLE_DEVICES, driver)")
+    if cuda and mixed_precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise DeviceUnavailable(f"mixed_precision: bf16 is not supported on {torch.cuda.get_device_name()}; "
+                                "use fp16 or no")
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+    return Accelerator(cpu=not cuda, mixed_precision=mixed_precision,
+                       dataloader_config=DataLoaderConfiguration(non_blocking=cuda))
+
+
+def configure_backends(device: torch.device, deterministic: bool) -> None:
+    """cuDNN autotuning for training speed, or (opt-in) deterministic kernels everywhere.
+
+    Set at the start of every run: a reused trial actor may run a deterministic trial after a
+    fast one. In deterministic mode an op without a deterministic kernel raises, naming the op.
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be reproducible
+    torch.use_deterministic_algorithms(deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+
+
+def release(accelerator: Accelerator) -> None:
+    """Drop what the accelerator holds of a finished run and hand cached CUDA memory back, so a
+    reused trial actor starts its next trial with the GPU memory of a fresh process."""
+    accelerator.free_memory()
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def build_optimizer(
@@ -116,7 +157,9 @@ def load_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict | None:
     return state
 
 
-def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, epoch: int, cfg: TrainConfig) -> None:
+def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, epoch: int, cfg: TrainConfig,
+                    scaler=None) -> None:
+    """Atomically; with fp16 the loss scaler's state too, so a resumed run scales as it would have."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -124,6 +167,8 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, epoch
         "epoch": epoch,
         "config": config_json(cfg),
     }
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     tmp = run_dir / f".{CHECKPOINT}.tmp{os.getpid()}"
     torch.save(state, tmp)
     os.replace(tmp, run_dir / CHECKPOINT)
@@ -176,6 +221,20 @@ def ce_step(model: nn.Module, x: Tensor, y: Tensor, accelerator: Accelerator) ->
     return StepLosses(ce, ce, torch.zeros_like(ce), torch.zeros_like(ce))
 
 
+def train_step(
+    model: nn.Module, raw: nn.Module, x: Tensor, y: Tensor, *, cfg: TrainConfig, alpha: float,
+    generator: torch.Generator, accelerator: Accelerator, params: list[Tensor],
+) -> StepLosses:
+    """The step's loss and its backward into `params` only: with train-mode saliency the input
+    needs a gradient for the saliency, and a plain backward would compute it again into `x.grad`."""
+    if cfg.method == "ascood":
+        losses = ascood_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator, accelerator=accelerator)
+    else:
+        losses = ce_step(model, x, y, accelerator)
+    accelerator.backward(losses.loss, inputs=params)
+    return losses
+
+
 EpochHook = Callable[[EpochStats, OODNet], None]
 StepHook = Callable[[int, int, int], None]  # (epoch, step in epoch, steps per epoch)
 
@@ -203,7 +262,10 @@ def fit(
         cfg.backbone, num_classes=data.num_classes, feature_norm=cfg.resolved_feature_norm,
         sigma=cfg.sigma, weights=cfg.weights,
     )
-    loader, sampler = train_loader(data.train, cfg.batch_size, cfg.seed, cfg.num_workers)
+    device = accelerator.device
+    configure_backends(device, cfg.deterministic)
+    loader, sampler = train_loader(data.train, cfg.batch_size, cfg.seed, cfg.num_workers,
+                                   pin_memory=device.type == "cuda")
     loader = accelerator.prepare(loader)
     steps_per_epoch = len(loader)
     optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.fc_lr_factor)
@@ -216,10 +278,12 @@ def fit(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if state is not None and accelerator.scaler is not None and "scaler" in state:
+        accelerator.scaler.load_state_dict(state["scaler"])
     start_epoch = 0 if state is None else int(state["epoch"])
     raw: OODNet = accelerator.unwrap_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
     preprocess = Preprocess(data, cfg.channels_last)
-    device = accelerator.device
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -231,12 +295,8 @@ def fit(
         sums = torch.zeros(4, device=device)
         for step, (images, y) in enumerate(loader):
             x = preprocess.train(images, generator)
-            if cfg.method == "ascood":
-                loss, ce, kl, alpha_eff = ascood_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator,
-                                                      accelerator=accelerator)
-            else:
-                loss, ce, kl, alpha_eff = ce_step(model, x, y, accelerator)
-            accelerator.backward(loss)
+            loss, ce, kl, alpha_eff = train_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator,
+                                                 accelerator=accelerator, params=params)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -253,7 +313,7 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(stats, raw)
         if accelerator.is_main_process:
-            save_checkpoint(run_dir, raw, optimizer, scheduler, epoch + 1, cfg)
+            save_checkpoint(run_dir, raw, optimizer, scheduler, epoch + 1, cfg, accelerator.scaler)
         accelerator.wait_for_everyone()
         if after_checkpoint is not None:
             after_checkpoint(stats)

@@ -126,6 +126,7 @@ def run_trial(
     evaluator = Evaluator(
         data, accelerator, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
         fpr_convention=cfg.fpr_convention, channels_last=cfg.channels_last,
+        grad_batch_size=cfg.batch_size,
     )
     scorers = build_scorers(cfg.scorers, cfg.scorer_overrides())
     trial = TrialResult(run_id, "running", None)

@@ -8,7 +8,7 @@ hits all variants alike. Variants:
 - ascood (released): eval-mode saliency by a full backward that also fills parameter gradients
   (then thrown away), as the authors' code computes it.
 
-    python benchmarks/step_cost.py --backbone resnet18_32x32 --batch-size 64 --steps 15
+    python benchmarks/step_cost.py --backbone resnet18_32x32 --batch-size 64 --steps 15 [--mixed-precision bf16]
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
     args = p.parse_args()
 
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(args.mixed_precision)
     device = accelerator.device
     cfg = validate_config({"backbone": args.backbone, "p_inv": 0.1, "lam": 1.0})
     torch.manual_seed(0)
@@ -67,7 +68,8 @@ def main() -> None:
         if kind == "ce":
             loss = ce_step(model, x, y, accelerator)[0]
         elif kind == "released":
-            loss = released_step(model, x, y, cfg, 1.0, gen)[0]
+            with accelerator.autocast():
+                loss = released_step(model, x, y, cfg, 1.0, gen)[0]
         else:
             step_cfg = cfg.model_copy(update={"saliency_mode": kind})
             loss = ascood_step(model, model, x.clone(), y, cfg=step_cfg, alpha=1.0, generator=gen, accelerator=accelerator)[0]
@@ -93,6 +95,7 @@ def main() -> None:
                 times[k].append((time.perf_counter() - t0) * 1000)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"# step cost: {args.backbone}, batch {args.batch_size}, channels_last {args.channels_last}, "
+          f"mixed precision {args.mixed_precision}, "
           f"{args.steps} steps (median), device {device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print("| variant | median ms/step | × CE |")

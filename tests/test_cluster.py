@@ -271,10 +271,15 @@ def test_fractional_gpus_share_a_gpu_and_map_to_tune_resources(tmp_path):
                                                             "cpus_per_process": 4, "max_concurrent_trials": 8}})
     assert trial_resources(multi)[0] == {"cpu": 0.1}  # the Train workers ask for the GPUs themselves
     assert concurrency(multi, cluster_cpus=96, cluster_gpus=8) == 2
-    with pytest.raises(ValueError, match="single-process"):
+    with pytest.raises(ValueError, match="exactly 1 GPU per process"):
         Resources(processes_per_trial=2, gpus_per_process=0.5)
-    with pytest.raises(ValueError, match="whole number"):
-        Resources(gpus_per_process=1.5)
+    with pytest.raises(ValueError, match="exactly 1 GPU per process"):
+        Resources(processes_per_trial=2, gpus_per_process=2)  # DDP on LOCAL_RANK vs the GPU Ray gave the worker
+    for g in (1.5, 2):
+        with pytest.raises(ValueError, match="at most 1"):
+            Resources(gpus_per_process=g)
+    for n, g in ((1, 0), (1, 0.5), (1, 1), (2, 0), (2, 1)):
+        assert Resources(processes_per_trial=n, gpus_per_process=g).gpus_per_process == g
 
 
 # ---- the cluster -------------------------------------------------------------------------------

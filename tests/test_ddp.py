@@ -30,7 +30,9 @@ def test_two_process_ddp_trains_one_model(tmp_path, saliency_mode, benchmark):
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
         "--master_port", str(free_port()), str(WORKER), str(tmp_path), saliency_mode, benchmark,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ASCOOD_DATA": str(root)}
+    # CPU (gloo) even on a GPU machine: NCCL rejects two ranks on one GPU; benchmarks/gpu_smoke.sh runs NCCL on two.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ASCOOD_DATA": str(root), "CUDA_VISIBLE_DEVICES": "",
+           "ACCELERATE_USE_CPU": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -121,10 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     from ascood.data.env import skip_corrupt_from_env
     from ascood.results import run_id_for
     from ascood.storage import unusable_dir
-    from ascood.train import make_accelerator
+    from ascood.train import DeviceUnavailable, make_accelerator
     from ascood.trial import run_trial
 
-    accelerator = make_accelerator(cfg.mixed_precision)
+    try:
+        accelerator = make_accelerator(cfg.mixed_precision)
+    except DeviceUnavailable as exc:
+        fail(PROG, str(exc))
     main_proc = PartialState().is_main_process
     console = Console(stderr=False)
     out = args.out or Path("runs") / run_id_for(cfg)

@@ -7,6 +7,8 @@ so no worker decodes or resizes a JPEG per epoch.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -61,8 +63,8 @@ def random_resized_crop(images: Tensor, size: int, *, scale: tuple[float, float]
     dev = images.device
     tries = 10
     area = h * w * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, tries, device=dev, generator=generator))
-    log_r = torch.log(torch.tensor(ratio, device=dev))
-    aspect = torch.exp(log_r[0] + (log_r[1] - log_r[0]) * torch.rand(n, tries, device=dev, generator=generator))
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])  # Python floats: no tensor copied to the device per step
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(n, tries, device=dev, generator=generator))
     bw = torch.sqrt(area * aspect).round()
     bh = torch.sqrt(area / aspect).round()
     ok = (bw > 0) & (bw <= w) & (bh > 0) & (bh <= h)

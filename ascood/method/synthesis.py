@@ -70,6 +70,14 @@ def gaussian_outliers(x: Tensor, alpha: float, generator: torch.Generator | None
     return (alpha * noise).to(device=x.device, dtype=x.dtype)
 
 
+def same_layout(t: Tensor, like: Tensor) -> Tensor:
+    """`t` in `like`'s memory layout: an NCHW outlier half would make the concatenated ID + outlier
+    batch fall back from channels_last, and every convolution of the step with it."""
+    if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last):
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
 def synthesize(
     kind: str,
     x: Tensor,
@@ -79,16 +87,18 @@ def synthesize(
     p_inv: float,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Dispatch on the synthesis kind (`ood_type` in the released configs)."""
+    """Dispatch on the synthesis kind (`ood_type` in the released configs); x' in x's layout."""
     if kind == "gradient":
-        return gradient_outliers(x, grad, alpha, p_inv)
-    if kind == "gradient-subtract":
-        return gradient_outliers(x, grad, alpha, p_inv, subtract=True)
-    if kind == "shuffle":
-        return shuffle_outliers(x, grad, p_inv, generator)
-    if kind == "gaussian":
-        return gaussian_outliers(x, alpha, generator)
-    raise ValueError(f"ood_type: {expected_one_of(SYNTHESIS_KINDS, kind)}")
+        out = gradient_outliers(x, grad, alpha, p_inv)
+    elif kind == "gradient-subtract":
+        out = gradient_outliers(x, grad, alpha, p_inv, subtract=True)
+    elif kind == "shuffle":
+        out = shuffle_outliers(x, grad, p_inv, generator)
+    elif kind == "gaussian":
+        out = gaussian_outliers(x, alpha, generator)
+    else:
+        raise ValueError(f"ood_type: {expected_one_of(SYNTHESIS_KINDS, kind)}")
+    return same_layout(out, x)
 
 
 ALPHA_SCALES = ("absolute", "relative")
@@ -130,10 +140,10 @@ def synthesize_scaled(
         noise = gaussian_outliers(x, 1.0, generator)
         rms = lambda t: t.float().pow(2).mean().sqrt()  # noqa: E731
         alpha_eff = torch.where(rms(noise) > 0, alpha * rms(x) / rms(noise).clamp_min(1e-30), 0.0).detach()
-        return (alpha_eff * noise).to(x.dtype).detach(), alpha_eff
+        return same_layout((alpha_eff * noise).to(x.dtype).detach(), x), alpha_eff
     unit = synthesize(kind, x, grad, alpha=1.0, p_inv=p_inv, generator=generator) - x.detach()
     alpha_eff = relative_alpha(x, unit, alpha)
-    return (x.detach() + alpha_eff.to(x.dtype) * unit).detach(), alpha_eff
+    return same_layout((x.detach() + alpha_eff.to(x.dtype) * unit).detach(), x), alpha_eff
 
 
 def needs_saliency(kind: str) -> bool:

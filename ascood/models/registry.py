@@ -10,6 +10,7 @@ from torch import nn
 
 from ascood.choices import one_of
 from ascood.models.head import OODNet
+from ascood.models.pool import GlobalAvgPool
 from ascood.models.resnet_cifar import ResNet18_32x32
 from ascood.models.small_cnn import SmallCNN
 
@@ -48,6 +49,7 @@ def _torchvision(arch: str) -> tuple[nn.Module, int]:
     net = getattr(torchvision.models, arch)(weights=None)
     dim = net.fc.in_features
     net.fc = nn.Identity()
+    net.avgpool = GlobalAvgPool()
     return net, dim
 
 

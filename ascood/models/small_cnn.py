@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ascood.models.pool import GlobalAvgPool
+
 
 def _block(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
@@ -28,7 +30,7 @@ class SmallCNN(nn.Module):
             *_block(32, 64),
             nn.MaxPool2d(2),
             *_block(64, 128),
-            nn.AdaptiveAvgPool2d(1),
+            GlobalAvgPool(),
             nn.Flatten(),
         )
 

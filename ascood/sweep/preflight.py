@@ -57,6 +57,7 @@ def check_datasets(spec: SweepSpec, *, skip_corrupt: bool = False) -> None:
     for d in spec.datasets:
         data = load_benchmark(d.benchmark, root=spec.data_root, skip_corrupt=skip_corrupt)
         defaults = trial_defaults(spec, d)
+        check_precision(spec, d.benchmark, defaults.get("mixed_precision", "no"))
         if defaults.get("weights"):
             try:
                 create_model(defaults.get("backbone", "small_cnn"), num_classes=data.num_classes,
@@ -69,3 +70,18 @@ def check_datasets(spec: SweepSpec, *, skip_corrupt: bool = False) -> None:
                 f"objective.ood: {spec.objective.ood!r} is neither a group nor a set of {d.benchmark} "
                 f"({expected_one_of(sorted(names), spec.objective.ood)})"
             )
+
+
+def check_precision(spec: SweepSpec, benchmark: str, mixed_precision: str, *, gpu_bf16: bool | None = None) -> None:
+    """bf16 on GPUs that lack it (before Ampere) is refused before any trial. `gpu_bf16`: whether
+    this machine's GPU supports it (default: asks CUDA; None on a machine without a GPU, such as a
+    cluster's head node, where each trial then refuses it alone)."""
+    if mixed_precision != "bf16" or spec.resources.gpus_per_process == 0:
+        return
+    if gpu_bf16 is None:
+        import torch
+
+        gpu_bf16 = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else None
+    if gpu_bf16 is False:
+        raise SweepSetupError(f"datasets ({benchmark}): trial.mixed_precision: bf16 is not supported by this "
+                              "machine's GPU; use fp16 or no")

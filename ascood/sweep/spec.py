@@ -147,12 +147,16 @@ class Resources(Strict):
 
     @model_validator(mode="after")
     def _gpus(self) -> Resources:
-        g = self.gpus_per_process
-        if g > 1 and g != int(g):
-            raise ValueError(f"gpus_per_process: above 1 it must be a whole number (Ray's rule), got {g:g}")
-        if 0 < g < 1 and self.processes_per_trial > 1:
-            raise ValueError("gpus_per_process: a fraction of a GPU is for single-process trials "
-                             "(two NCCL ranks of one trial cannot share a GPU)")
+        """One process drives one GPU (Accelerate places it on its local rank's device): a second GPU
+        per process would sit idle, or, under DDP, clash with the GPU Ray gave another worker."""
+        g, n = self.gpus_per_process, self.processes_per_trial
+        if n > 1 and g not in (0, 1):
+            raise ValueError(f"gpus_per_process: a trial of {n} processes needs exactly 1 GPU per process "
+                             f"(or 0 for CPU DDP), got {g:g}; two NCCL ranks cannot share a GPU, and a process "
+                             "uses only one")
+        if g > 1:
+            raise ValueError(f"gpus_per_process: at most 1 (a process uses one GPU), got {g:g}; "
+                             "for more GPUs per trial raise processes_per_trial")
         return self
 
 
