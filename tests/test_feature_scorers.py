@@ -187,3 +187,101 @@ def test_relation(setting):
     r = np.maximum(zq @ zb.T, 0) * (softmax(_np(test.logits), axis=1) @ softmax(_np(train.logits), axis=1).T)
     r[np.abs(r) <= 0.01] = 0
     np.testing.assert_allclose(s.postprocess(test).numpy(), (np.sign(r) * np.abs(r) ** 3).sum(1), rtol=1e-4)
+
+
+def _bank_setting(n=53, m=41, d=12, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, d, generator=g, dtype=torch.float64) * 2, torch.rand(m, d, generator=g, dtype=torch.float64) * 2
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 7, 1000])
+def test_knn_distance_in_query_chunks_equals_the_whole_distance_matrix(chunk):
+    from ascood.scorers import functional as Fs
+
+    q, bank = _bank_setting()
+    for k in (1, 5, 41, 100):
+        full = torch.cdist(Fs.l2_normalize(q), Fs.l2_normalize(bank))
+        expected = full.topk(min(k, 41), dim=1, largest=False).values[:, -1]
+        torch.testing.assert_close(Fs.knn_distance(q, bank, k, chunk=chunk), expected, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 7])
+def test_top_similarities_in_query_chunks_equal_the_whole_similarity_matrix(chunk):
+    from ascood.scorers import functional as Fs
+
+    q, bank = _bank_setting()
+    for k in (1, 7, 41, 100):
+        expected = (q @ bank.T).topk(min(k, 41), dim=1).values
+        torch.testing.assert_close(Fs.top_similarities(q, bank, k, chunk=chunk), expected, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 7])
+def test_mahalanobis_expanded_and_chunked_equals_the_difference_formula(chunk):
+    from ascood.scorers import functional as Fs
+
+    h, q = _bank_setting(n=200, m=37, d=10)
+    y = torch.arange(200) % 4
+    means, precision = Fs.class_gaussians(h, y, 4)
+    diff = q[:, None, :] - means[None, :, :]
+    expected = torch.einsum("ncd,de,nce->nc", diff, precision, diff)
+    got = Fs.mahalanobis(q, means, precision, chunk=chunk)
+    assert got.dtype == torch.float64 and got.shape == (37, 4)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=0)
+    lopsided = torch.randn(10, 10, dtype=torch.float64)  # the expansion does not assume P symmetric
+    torch.testing.assert_close(
+        Fs.mahalanobis(q, means, lopsided, chunk=chunk), torch.einsum("ncd,de,nce->nc", diff, lopsided, diff),
+        rtol=1e-9, atol=1e-9,
+    )
+
+
+@pytest.mark.parametrize("name", ["knn", "nnguide", "mds", "rmds"])
+def test_bank_scorers_are_unchanged_by_tiny_chunks(setting, monkeypatch, name):
+    from ascood.scorers import functional as Fs
+
+    model, train, test = setting
+    whole = build_scorer(name)
+    whole.setup(train, model.head)
+    expected = whole.postprocess(test)
+    monkeypatch.setattr(Fs, "CHUNK_ELEMENTS", 100)  # a few queries per chunk
+    chunked = build_scorer(name)
+    chunked.setup(train, model.head)
+    torch.testing.assert_close(chunked.postprocess(test), expected, rtol=1e-6, atol=0)
+
+
+def _pointwise(cls, train, head, sets, points):
+    out = []
+    for pt in points:
+        s = cls(**pt)
+        s.setup(train, head)
+        out.append([s.postprocess(o) for o in sets])
+    return out
+
+
+def test_knn_grid_scores_equal_a_scorer_per_point_exactly(setting):
+    from ascood.scorers import Scorer
+
+    _, train, test = setting
+    sets = [test, Outputs(train.logits[:30], train.features[:30] * 2, train.labels[:30])]
+    points = [*KNN.grid_points(), {"k": 1}, {"k": 7}, {"k": 80}, {"k": 81}]  # the bank has 80
+    got = KNN(k=3).grid_scores(train, None, sets, points)
+    default = Scorer.grid_scores(KNN(k=3), train, None, sets, points)
+    expected = _pointwise(KNN, train, None, sets, points)
+    assert len(got) == len(points) and all(len(g) == len(sets) for g in got)
+    for g, d, e in zip(got, default, expected, strict=True):
+        for a, b, c in zip(g, d, e, strict=True):
+            assert torch.equal(a, c) and torch.equal(b, c)
+
+
+@pytest.mark.parametrize("cls", [ReAct, GEN])
+def test_default_grid_scores_set_a_scorer_up_per_point(setting, cls):
+    model, train, test = setting
+    sets = [test, train]
+    points = cls.grid_points()
+    got = cls().grid_scores(train, model.head, sets, points)
+    expected = _pointwise(cls, train, model.head, sets, points)
+    for g, e in zip(got, expected, strict=True):
+        assert len(g) == len(sets)
+        for a, b in zip(g, e, strict=True):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="unknown parameter"):
+        cls().grid_scores(train, model.head, sets, [{"nope": 1}])

@@ -2,6 +2,12 @@
 
 A scorer is built from named parameters (its `defaults`, overridden per instance); `grid` lists
 the values the validation search (`ascood.scorers.search`) tries. Scores: higher = more ID.
+
+Device rule: `Outputs` live on the CPU (the evaluator gathers every forward pass there), and so
+does every scorer's state. `setup` keeps what it fits on the CPU and copies what it needs of the
+head (fc weight and bias detached, `feature_norm`, `sigma`), never a reference to the head itself,
+which lives on the accelerator and may move or change afterwards; `postprocess` never touches the
+head. Mixing the two devices is what fails ("Expected all tensors to be on the same device").
 """
 
 from __future__ import annotations
@@ -52,6 +58,18 @@ class Scorer:
 
     def postprocess(self, outputs: Outputs) -> Tensor:
         raise NotImplementedError
+
+    def grid_scores(
+        self, train: Outputs | None, head: nn.Module | None, sets: list[Outputs], points: list[dict]
+    ) -> list[list[Tensor]]:
+        """Per grid point (in `points` order), the scores of every set (in `sets` order): a scorer
+        set up once per point; subclasses share work between points."""
+        out = []
+        for pt in points:
+            scorer = type(self)(**{**self.p, **pt})
+            scorer.setup(train, head)
+            out.append([scorer.postprocess(o) for o in sets])
+        return out
 
     @classmethod
     def grid_points(cls) -> list[dict[str, Any]]:

@@ -13,8 +13,11 @@ released network (it has no `get_fc`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ascood.method.normalization import normalize_features
@@ -22,22 +25,43 @@ from ascood.scorers import functional as Fs
 from ascood.scorers.base import Outputs, Scorer
 
 
-def _fc_inputs(head: nn.Module, h: Tensor) -> Tensor:
-    return normalize_features(h, head.feature_norm, head.sigma)
+@dataclass(frozen=True)
+class HeadCopy:
+    """What a score needs of the model's `NormalizedLinear` head, copied to the CPU at setup (the
+    device rule of `ascood.scorers.base`): logits of modified features without the live head."""
+
+    weight: Tensor
+    bias: Tensor | None
+    feature_norm: str
+    sigma: float
+
+    @classmethod
+    def of(cls, head: nn.Module) -> HeadCopy:
+        bias = head.fc.bias
+        return cls(
+            head.fc.weight.detach().to("cpu", copy=True),
+            None if bias is None else bias.detach().to("cpu", copy=True),
+            str(head.feature_norm),
+            float(head.sigma),
+        )
+
+    def fc(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """The head's own logits, fc(norm(h)·σ)."""
+        return self.fc(normalize_features(h, self.feature_norm, self.sigma))
 
 
 class _ModifiedFeatureScorer(Scorer):
     """Energy of the logits of modified features."""
 
-
     def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
-        self.head = head
+        self.head_copy = HeadCopy.of(head)
 
     def logits_of(self, h: Tensor) -> Tensor:
-        with torch.no_grad():
-            if self.p["feature_path"] == "fc":
-                return self.head.fc(h.to(self.head.fc.weight.dtype))
-            return self.head(h.to(self.head.fc.weight.dtype))
+        x = h.to(self.head_copy.weight.dtype)
+        return self.head_copy.fc(x) if self.p["feature_path"] == "fc" else self.head_copy.forward(x)
 
 
 class ReAct(_ModifiedFeatureScorer):
@@ -72,6 +96,20 @@ class KNN(Scorer):
 
     def postprocess(self, outputs: Outputs) -> Tensor:
         return -Fs.knn_distance(outputs.features, self.bank, self.p["k"])
+
+    def grid_scores(
+        self, train: Outputs | None, head: nn.Module | None, sets: list[Outputs], points: list[dict]
+    ) -> list[list[Tensor]]:
+        """One normalization of the bank and one top-k per set at the largest k serve every k."""
+        ks = [type(self)(**{**self.p, **pt}).p["k"] for pt in points]
+        bank = Fs.l2_normalize(train.features.double())
+        columns = [min(k, bank.shape[0]) - 1 for k in ks]
+        out: list[list[Tensor]] = [[] for _ in points]
+        for o in sets:
+            d = Fs.nearest_distances(Fs.l2_normalize(o.features.double()), bank, max(ks))
+            for scores, c in zip(out, columns, strict=True):
+                scores.append(-d[:, c])
+        return out
 
 
 class MDS(Scorer):
@@ -121,9 +159,9 @@ class ViM(Scorer):
 
     def setup(self, train: Outputs | None, head: nn.Module | None) -> None:
         w, b = head.fc.weight.detach().double().cpu(), head.fc.bias.detach().double().cpu()
-        self.head = head
+        self.feature_norm, self.sigma = str(head.feature_norm), float(head.sigma)
         self.u = -(torch.linalg.pinv(w) @ b)
-        x = _fc_inputs(head, train.features.double()) - self.u
+        x = self._fc_inputs(train.features.double()) - self.u
         d = max(1, min(x.shape[1] - 1, int(round(self.p["dim"] * x.shape[1]))))
         cov = x.T @ x / x.shape[0]
         eigvals, eigvecs = torch.linalg.eigh(cov)
@@ -131,8 +169,11 @@ class ViM(Scorer):
         residual = (x @ self.ns).norm(dim=1)
         self.alpha = float(train.logits.double().amax(dim=1).mean() / residual.mean())
 
+    def _fc_inputs(self, h: Tensor) -> Tensor:
+        return normalize_features(h, self.feature_norm, self.sigma)
+
     def postprocess(self, outputs: Outputs) -> Tensor:
-        x = _fc_inputs(self.head, outputs.features.double()) - self.u
+        x = self._fc_inputs(outputs.features.double()) - self.u
         vlogit = self.alpha * (x @ self.ns).norm(dim=1)
         return (Fs.energy_from(outputs.logits.double()) - vlogit).float()
 
@@ -202,8 +243,7 @@ class NNGuide(Scorer):
         self.bank = Fs.l2_normalize(train.features.double()) * conf[:, None]
 
     def postprocess(self, outputs: Outputs) -> Tensor:
-        sims = Fs.l2_normalize(outputs.features.double()) @ self.bank.T
-        guidance = sims.topk(min(self.p["k"], sims.shape[1]), dim=1).values.mean(dim=1)
+        guidance = Fs.top_similarities(Fs.l2_normalize(outputs.features.double()), self.bank, self.p["k"]).mean(dim=1)
         return (Fs.energy_from(outputs.logits.double()) * guidance).float()
 
 

@@ -62,11 +62,39 @@ def l2_normalize(x: Tensor) -> Tensor:
     return x / (x.norm(dim=1, keepdim=True) + 1e-10)
 
 
-def knn_distance(features: Tensor, bank: Tensor, k: int) -> Tensor:
-    """Distance of each L2-normalized feature to its k-th nearest L2-normalized bank feature."""
+CHUNK_ELEMENTS = 2**24
+"""The most elements of one queries-by-bank block (128 MiB in float64): a bank score computes its
+queries in chunks so memory stays bounded on large banks (an N×M block is gigabytes on ImageNet)."""
+
+
+def row_chunks(n: int, width: int, chunk: int | None = None) -> list[slice]:
+    """Slices of `chunk` rows covering n rows (default: as many rows of `width` columns as fit in
+    `CHUNK_ELEMENTS`); n = 0 gives one empty slice, so results still concatenate."""
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk: expected a positive number of rows, got {chunk}")
+    step = chunk or max(1, CHUNK_ELEMENTS // max(1, width))
+    return [slice(i, i + step) for i in range(0, max(n, 1), step)]
+
+
+def nearest_distances(z: Tensor, bank: Tensor, k: int, *, chunk: int | None = None) -> Tensor:
+    """N×min(k, M) Euclidean distances of every query to its nearest bank rows, ascending."""
+    k = min(k, bank.shape[0])
+    return torch.cat(
+        [torch.cdist(z[s], bank).topk(k, dim=1, largest=False).values for s in row_chunks(len(z), bank.shape[0], chunk)]
+    )
+
+
+def knn_distance(features: Tensor, bank: Tensor, k: int, *, chunk: int | None = None) -> Tensor:
+    """Distance of each L2-normalized feature to its k-th nearest L2-normalized bank feature (k is
+    capped at the bank size)."""
     z, zb = l2_normalize(features.double()), l2_normalize(bank.double())
-    d = torch.cdist(z, zb)
-    return d.topk(min(k, zb.shape[0]), dim=1, largest=False).values[:, -1]
+    return nearest_distances(z, zb, k, chunk=chunk)[:, -1]
+
+
+def top_similarities(z: Tensor, bank: Tensor, k: int, *, chunk: int | None = None) -> Tensor:
+    """N×min(k, M) largest inner products of every query with the bank rows, descending."""
+    k = min(k, bank.shape[0])
+    return torch.cat([(z[s] @ bank.T).topk(k, dim=1).values for s in row_chunks(len(z), bank.shape[0], chunk)])
 
 
 def class_gaussians(features: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -78,10 +106,21 @@ def class_gaussians(features: Tensor, labels: Tensor, num_classes: int) -> tuple
     return means, torch.linalg.pinv(cov, hermitian=True)
 
 
-def mahalanobis(features: Tensor, means: Tensor, precision: Tensor) -> Tensor:
-    """Squared Mahalanobis distance of every feature to every mean: N×C."""
-    diff = features.double()[:, None, :] - means[None, :, :]
-    return torch.einsum("ncd,de,nce->nc", diff, precision, diff)
+def mahalanobis(features: Tensor, means: Tensor, precision: Tensor, *, chunk: int | None = None) -> Tensor:
+    """Squared Mahalanobis distance of every feature to every mean: N×C, in float64.
+
+    Expanded as xᵀPx − xᵀ(P + Pᵀ)μ + μᵀPμ, so no N×C×D difference tensor is built; x and μ are
+    first centered on the mean of the means, which keeps the terms (and their cancellation) small.
+    """
+    origin = means.double().mean(dim=0)
+    mu, x = means.double() - origin, features.double()
+    cross = mu @ (precision + precision.T)
+    mpm = ((mu @ precision) * mu).sum(dim=1)
+    out = []
+    for s in row_chunks(len(x), x.shape[1] + mu.shape[0], chunk):
+        xs = x[s] - origin
+        out.append(((xs @ precision) * xs).sum(dim=1, keepdim=True) - xs @ cross.T + mpm)
+    return torch.cat(out)
 
 
 def energy_from(logits: Tensor) -> Tensor:
