@@ -96,6 +96,15 @@ def chunks(x: Tensor, size: int) -> list[Tensor]:
     return list(x.split(size)) if size < len(x) else [x]
 
 
+def grad_chunk(batch_size: int, method: str, device: torch.device) -> int | None:
+    """Samples per input-gradient pass of a run: on a GPU what its training step already holds
+    (ID + outliers for ASCOOD: 2B samples with weight gradients, more than a frozen-weight input
+    gradient needs); on the CPU, where host memory is not the limit, the whole evaluation batch."""
+    if device.type != "cuda":
+        return None
+    return 2 * batch_size if method == "ascood" else batch_size
+
+
 class Evaluator:
     """Holds the prepared (sharded, device-placed) loaders of every evaluated set of a run."""
 
@@ -111,8 +120,7 @@ class Evaluator:
         channels_last: bool = False,
         grad_batch_size: int | None = None,
     ):
-        """`grad_batch_size`: samples per input-gradient pass (default `batch_size`); a run passes
-        its training batch size, which is known to fit a forward and a backward."""
+        """`grad_batch_size`: samples per input-gradient pass (default `batch_size`; see `grad_chunk`)."""
         self.data = data
         self.accelerator = accelerator
         self.splits = splits

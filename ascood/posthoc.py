@@ -14,7 +14,7 @@ import torch
 
 from ascood.config import TrainConfig, validate_config
 from ascood.data import load_benchmark
-from ascood.evaluate import Evaluator
+from ascood.evaluate import Evaluator, grad_chunk
 from ascood.models import create_model
 from ascood.results import RunLabels, make_rows, run_id_for
 from ascood.scorers import build_scorers
@@ -67,7 +67,7 @@ def evaluate_run(
     evaluator = Evaluator(
         data, accelerator, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
         fpr_convention=cfg.fpr_convention, channels_last=cfg.channels_last,
-        grad_batch_size=cfg.batch_size,
+        grad_batch_size=grad_chunk(cfg.batch_size, cfg.method, accelerator.device),
     )
     epoch = int(state["epoch"])
     scorers = build_scorers(scorer_names or list(cfg.scorers), cfg.scorer_overrides())

@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from ascood import storage
 from ascood.config import TrainConfig
 from ascood.data import load_benchmark
-from ascood.evaluate import Evaluator
+from ascood.evaluate import Evaluator, grad_chunk
 from ascood.results import (
     RunLabels,
     finished,
@@ -126,7 +126,7 @@ def run_trial(
     evaluator = Evaluator(
         data, accelerator, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
         fpr_convention=cfg.fpr_convention, channels_last=cfg.channels_last,
-        grad_batch_size=cfg.batch_size,
+        grad_batch_size=grad_chunk(cfg.batch_size, cfg.method, accelerator.device),
     )
     scorers = build_scorers(cfg.scorers, cfg.scorer_overrides())
     trial = TrialResult(run_id, "running", None)

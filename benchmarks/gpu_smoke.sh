@@ -73,14 +73,19 @@ assert bad.empty, bad[["scorer", "ood_set", "status_reason"]].drop_duplicates("s
 EOF
 }
 
-agree() {  # training's own evaluation (bf16 run) against ascood-eval of the same checkpoint
-  "$PY" -m ascood.cli.eval "$WORK/run" --scorers odin,iodin,energy,scale --no-search --no-cache \
-    --out "$WORK/eval-here.parquet" &&
-    "$PY" - "$WORK/run/results.parquet" "$WORK/eval-here.parquet" <<'EOF'
+agree() {  # training's own evaluation (bf16 run) against ascood-eval of the same checkpoint (unsearched)
+  if [[ -n $SEARCH ]]; then
+    cp "$WORK/eval-all.parquet" "$WORK/eval-here.parquet"  # --cpu: eval-all ran without search already
+  else
+    "$PY" -m ascood.cli.eval "$WORK/run" --scorers odin,iodin,energy,scale --no-search --no-cache \
+      --out "$WORK/eval-here.parquet" || return 1
+  fi
+  "$PY" - "$WORK/run/results.parquet" "$WORK/eval-here.parquet" <<'EOF'
 import sys, pandas as pd
 key = ["split", "ood_set", "scorer"]
 train = pd.read_parquet(sys.argv[1])
-train = train[train["epoch"] == train["epoch"].max()].set_index(key).sort_index()
+train = train[(train["epoch"] == train["epoch"].max()) & train["scorer"].isin(["odin", "iodin", "energy", "scale"])]
+train = train.set_index(key).sort_index()
 ev = pd.read_parquet(sys.argv[2]).set_index(key).sort_index().loc[train.index]
 diff = (train["auroc"] - ev["auroc"]).abs()
 print(f"max |training − ascood-eval| AUROC: {diff.max():.6f} points")

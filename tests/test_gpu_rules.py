@@ -13,7 +13,7 @@ from ascood.config import validate_config
 from ascood.data import load_benchmark
 from ascood.data.augment import random_resized_crop
 from ascood.data.loading import Normalizer
-from ascood.evaluate import Evaluator, Fp32Logits
+from ascood.evaluate import Evaluator, Fp32Logits, grad_chunk
 from ascood.method.synthesis import synthesize_scaled
 from ascood.models import create_model
 from ascood.models.pool import GlobalAvgPool
@@ -109,6 +109,12 @@ def test_training_evaluation_and_ascood_eval_agree_after_bf16_training(tmp_path)
 def _evaluator(grad_batch_size):
     data = load_benchmark(SMALL)
     return data, Evaluator(data, make_accelerator(), batch_size=200, grad_batch_size=grad_batch_size)
+
+
+def test_input_gradient_chunks_on_a_gpu_are_what_training_already_holds():
+    assert grad_chunk(64, "ascood", torch.device("cuda", 0)) == 128  # ID + outliers
+    assert grad_chunk(64, "ce", torch.device("cuda", 0)) == 64
+    assert grad_chunk(64, "ascood", torch.device("cpu")) is None  # host memory: the whole evaluation batch
 
 
 @pytest.mark.parametrize("scorer", [ODIN(temperature=1000.0), IODIN(temperature=1000.0)], ids=["odin", "iodin"])
