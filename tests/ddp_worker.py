@@ -15,7 +15,7 @@ def main() -> None:
     out, saliency_mode, benchmark = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     accelerator = make_accelerator()
     cfg = validate_config(
-        dict(benchmark=benchmark, epochs=1, batch_size=64, scorers="msp,iodin", saliency_mode=saliency_mode)
+        dict(benchmark=benchmark, epochs=1, batch_size=64, scorers="msp,iodin,knn", saliency_mode=saliency_mode)
     )
     rank = accelerator.process_index
 
@@ -27,6 +27,7 @@ def main() -> None:
         "distributed_type": str(accelerator.distributed_type),
         "num_processes": accelerator.num_processes,
         "status": result.status,
+        "metrics": sorted((r["split"], r["ood_set"], r["scorer"], r["auroc"], r["fpr95"]) for r in result.rows),
     }
     (out / f"rank{rank}.json").write_text(json.dumps(info))
 

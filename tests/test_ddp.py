@@ -39,6 +39,8 @@ def test_two_process_ddp_trains_one_model(tmp_path, saliency_mode, benchmark):
     for info in infos:
         assert info["distributed_type"] == "DistributedType.MULTI_CPU"
         assert info["num_processes"] == 2 and info["status"] == "completed"
+    # ODIN-type scorers run sharded on both ranks, bank scorers (KNN) on rank 0 only: every rank returns rank 0's rows
+    assert infos[0]["metrics"] == infos[1]["metrics"] and {m[2] for m in infos[0]["metrics"]} == {"msp", "iodin", "knn"}
     w0, w1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(w0[k], w1[k]) for k in w0), "ranks diverged: DDP did not synchronize"
     df = pd.read_parquet(tmp_path / "run" / "results.parquet")
