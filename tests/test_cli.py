@@ -77,7 +77,7 @@ def test_torchvision_weights_load_from_a_local_file(tmp_path):
 
 def test_ascood_train_console_script_runs_from_a_config_file(tmp_path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("benchmark: cmnist\nepochs: 1\nlambda: 0.5\nscorers: [msp, odin]\n")
+    cfg.write_text("benchmark: 'cmnist[classes=2]'\nepochs: 1\nlambda: 0.5\nscorers: [msp, odin]\n")
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "ascood.cli.train", "--config", str(cfg), "--sigma", "0.25", "--out", str(out)],
