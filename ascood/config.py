@@ -26,7 +26,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     benchmark: str = "mnist10"
-    method: Literal["ascood", "ce"] = "ascood"
+    method: str = "ascood"  # one of ascood.method.registry.METHODS
     backbone: str = "small_cnn"
     weights: Path | None = None
     epochs: Int = Field(10, ge=1)
@@ -58,6 +58,8 @@ class TrainConfig(BaseModel):
     fpr_convention: str = "openood"
     num_workers: Int = Field(0, ge=0)
     deterministic: bool = False  # deterministic GPU kernels (slower): a rerun or resume on a GPU is then bit-exact
+    logitnorm_tau: Float | None = Field(None, gt=0)  # method logitnorm's temperature τ (None: the paper's 0.04)
+    t2fnorm_tau: Float | None = Field(None, gt=0)  # method t2fnorm's temperature τ (None: the paper's 0.1)
 
     @field_validator(*DOMAINS)
     @classmethod
@@ -68,6 +70,30 @@ class TrainConfig(BaseModel):
     @classmethod
     def _ood_type(cls, v: str) -> str:
         return one_of(v, SYNTHESIS_KINDS)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        from ascood.method.registry import METHODS
+
+        return one_of(v, METHODS, "method")
+
+    @model_validator(mode="after")
+    def _options_of_the_method(self) -> TrainConfig:
+        from ascood.method.registry import option_owner
+
+        for name in ("logitnorm_tau", "t2fnorm_tau"):
+            owner = option_owner(name)
+            if getattr(self, name) is not None and owner != self.method:
+                raise ValueError(f"--{name.replace('_', '-')}: an option of method {owner}, not of method {self.method}")
+        return self
+
+    def method_option(self, name: str) -> float:
+        """A method option's value: the run's, else the paper's default."""
+        from ascood.method.registry import METHODS
+
+        value = getattr(self, name)
+        return METHODS[self.method].options[name] if value is None else value
 
     @field_validator("feature_norm")
     @classmethod
@@ -132,15 +158,23 @@ class TrainConfig(BaseModel):
 
     @property
     def resolved_feature_norm(self) -> str:
-        """z-score for ASCOOD, none for the plain CE baseline, unless set explicitly."""
-        if self.feature_norm is not None:
-            return self.feature_norm
-        return "zscore" if self.method == "ascood" else "none"
+        """The method's head normalization (z-score for ASCOOD, none for CE, …) unless set explicitly."""
+        from ascood.method.registry import METHODS
+
+        return self.feature_norm if self.feature_norm is not None else METHODS[self.method].feature_norm
+
+    def head_options(self) -> dict:
+        """What `create_model` needs to build this run's head: T2FNorm's scale is 1/τ, in training only."""
+        from ascood.method.registry import METHODS
+
+        sigma = 1.0 / self.method_option("t2fnorm_tau") if self.method == "t2fnorm" else self.sigma
+        return {"feature_norm": self.resolved_feature_norm, "sigma": sigma,
+                "norm_at_eval": METHODS[self.method].norm_at_eval}
 
 
 # Fields added after runs were first recorded: at these values they leave the identity out, so a
 # run's id (and checkpoint) from before they existed stays the same.
-LATER_FIELDS = {"alpha_scale": "absolute", "deterministic": False}
+LATER_FIELDS = {"alpha_scale": "absolute", "deterministic": False, "logitnorm_tau": None, "t2fnorm_tau": None}
 
 
 def config_json(cfg: TrainConfig) -> str:

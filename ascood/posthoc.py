@@ -54,7 +54,7 @@ def evaluate_run(
     if data.num_classes != cfg.fc_classes(state):
         raise RunDirError(f"{run_dir}: trained with {cfg.fc_classes(state)} classes, {name} has {data.num_classes}")
     accelerator = make_accelerator()  # evaluation is fp32 whatever the run trained in
-    model = create_model(cfg.backbone, num_classes=data.num_classes, feature_norm=cfg.resolved_feature_norm, sigma=cfg.sigma)
+    model = create_model(cfg.backbone, num_classes=data.num_classes, **cfg.head_options())
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, AttributeError) as exc:  # missing, unexpected, mis-shaped or non-tensor weights

@@ -31,7 +31,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from ascood.config import TrainConfig, config_json
 from ascood.data import BenchmarkData
 from ascood.data.loading import Preprocess, train_loader
-from ascood.method.losses import ascood_loss
+from ascood.method.losses import ascood_loss, logitnorm_loss
 from ascood.method.saliency import saliency_from_logits, true_class_saliency
 from ascood.method.schedule import alpha_at, cosine_lr_factor
 from ascood.method.synthesis import needs_saliency, synthesize_scaled
@@ -216,9 +216,18 @@ def ascood_step(
 
 
 def ce_step(model: nn.Module, x: Tensor, y: Tensor, accelerator: Accelerator) -> StepLosses:
+    """Cross-entropy through the run's head: plain CE, and T2FNorm (whose head normalizes in training)."""
     with accelerator.autocast():
         ce = F.cross_entropy(model(x).float(), y)
     return StepLosses(ce, ce, torch.zeros_like(ce), torch.zeros_like(ce))
+
+
+def logitnorm_step(model: nn.Module, x: Tensor, y: Tensor, accelerator: Accelerator, tau: float) -> StepLosses:
+    """LogitNorm's loss; `ce` reports the plain CE of the same logits, for comparison across methods."""
+    with accelerator.autocast():
+        logits = model(x).float()
+    loss = logitnorm_loss(logits, y, tau)
+    return StepLosses(loss, F.cross_entropy(logits.detach(), y), torch.zeros_like(loss), torch.zeros_like(loss))
 
 
 def train_step(
@@ -229,6 +238,8 @@ def train_step(
     needs a gradient for the saliency, and a plain backward would compute it again into `x.grad`."""
     if cfg.method == "ascood":
         losses = ascood_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator, accelerator=accelerator)
+    elif cfg.method == "logitnorm":
+        losses = logitnorm_step(model, x, y, accelerator, cfg.method_option("logitnorm_tau"))
     else:
         losses = ce_step(model, x, y, accelerator)
     accelerator.backward(losses.loss, inputs=params)
@@ -258,10 +269,7 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(run_dir, cfg)
     set_seed(cfg.seed)
-    model = create_model(
-        cfg.backbone, num_classes=data.num_classes, feature_norm=cfg.resolved_feature_norm,
-        sigma=cfg.sigma, weights=cfg.weights,
-    )
+    model = create_model(cfg.backbone, num_classes=data.num_classes, weights=cfg.weights, **cfg.head_options())
     device = accelerator.device
     configure_backends(device, cfg.deterministic)
     loader, sampler = train_loader(data.train, cfg.batch_size, cfg.seed, cfg.num_workers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -27,3 +28,10 @@ def ascood_loss(logits_id: Tensor, y: Tensor, logits_ood: Tensor, lam: float) ->
     ce = F.cross_entropy(logits_id, y)
     kl = uniform_kl(logits_ood)
     return ce + lam * kl, ce, kl
+
+
+def logitnorm_loss(logits: Tensor, y: Tensor, tau: float) -> Tensor:
+    """LogitNorm (Wei et al., ICML 2022): CE(z / (τ·(‖z‖₂ + 1e-7)), y). Only the logits' direction is
+    trained, so their norm cannot grow to make every input confident; τ = 0.04 (the paper's CIFAR value)."""
+    norms = torch.linalg.vector_norm(logits, dim=1, keepdim=True) + 1e-7
+    return F.cross_entropy(logits / (norms * tau), y)

@@ -9,13 +9,21 @@ from ascood.method.normalization import FEATURE_NORMS, normalize_features
 
 
 class NormalizedLinear(nn.Module):
-    """logits = fc(norm(h)·σ); σ is a fixed hyperparameter, not learned."""
+    """logits = fc(norm(h)·σ); σ is a fixed hyperparameter, not learned. With `norm_at_eval=False`
+    (T2FNorm) the head normalizes in training only and is a plain fc(h) in eval mode."""
 
-    def __init__(self, in_features: int, num_classes: int, feature_norm: str = "zscore", sigma: float = 0.5):
+    def __init__(self, in_features: int, num_classes: int, feature_norm: str = "zscore", sigma: float = 0.5,
+                 norm_at_eval: bool = True):
         super().__init__()
-        self.feature_norm = one_of(feature_norm, FEATURE_NORMS, "feature_norm")
+        self.train_feature_norm = one_of(feature_norm, FEATURE_NORMS, "feature_norm")
         self.sigma = float(sigma)
+        self.norm_at_eval = norm_at_eval
         self.fc = nn.Linear(in_features, num_classes)
+
+    @property
+    def feature_norm(self) -> str:
+        """The normalization in the head's current mode (what a scorer copying the head must apply)."""
+        return self.train_feature_norm if self.training or self.norm_at_eval else "none"
 
     def forward(self, h: Tensor) -> Tensor:
         return self.fc(normalize_features(h, self.feature_norm, self.sigma))
@@ -24,12 +32,13 @@ class NormalizedLinear(nn.Module):
 class OODNet(nn.Module):
     """Backbone + normalized head. `forward_with_features` exposes the pre-normalization h."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, feature_norm: str, sigma: float):
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, feature_norm: str, sigma: float,
+                 norm_at_eval: bool = True):
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.num_classes = num_classes
-        self.head = NormalizedLinear(feature_dim, num_classes, feature_norm, sigma)
+        self.head = NormalizedLinear(feature_dim, num_classes, feature_norm, sigma, norm_at_eval)
 
     @property
     def fc(self) -> nn.Linear:

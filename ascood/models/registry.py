@@ -70,12 +70,13 @@ def create_model(
     feature_norm: str = "zscore",
     sigma: float = 0.5,
     weights: str | Path | None = None,
+    norm_at_eval: bool = True,
 ) -> OODNet:
     """Build a backbone + ASCOOD head; `weights` is a local torchvision-format backbone state dict."""
     backbone, dim = _BACKBONES[one_of(name, list_models(), "backbone")]()
     if weights is not None:
         load_backbone_weights(backbone, weights)
-    return OODNet(backbone, dim, num_classes, feature_norm, sigma)
+    return OODNet(backbone, dim, num_classes, feature_norm, sigma, norm_at_eval)
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:

@@ -1,0 +1,34 @@
+"""Training methods by name, as the scorers have theirs: what each one's head does and its options.
+
+The math of each method is a pure function (`ascood.method.losses`, `…synthesis`); the training
+loop (`ascood.train`) picks the step by name. A method's options are fields of the run's config
+named `<method>_<option>`; one given to another method is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str
+    feature_norm: str  # the head's normalization unless the run sets `feature_norm`
+    norm_at_eval: bool = True  # False: the head normalizes in training only (T2FNorm)
+    options: dict[str, float] = field(default_factory=dict)  # config field → the paper's default
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("ascood", "ASCOOD (the method): CE + λ·KL(U‖p) on outliers synthesized from the training images", "zscore"),
+    Method("ce", "plain cross-entropy (the baseline)", "none"),
+    Method("logitnorm", "LogitNorm (Wei et al., ICML 2022): CE on logits / (τ‖logits‖)", "none",
+           options={"logitnorm_tau": 0.04}),
+    Method("t2fnorm", "T2FNorm (Regmi et al., CVPR-W 2024): L2-normalized features / τ in training, raw at inference",
+           "l2", norm_at_eval=False, options={"t2fnorm_tau": 0.1}),
+)}
+
+
+def option_owner(option: str) -> str | None:
+    """The method an option field belongs to (None: no method's)."""
+    return next((m.name for m in METHODS.values() if option in m.options), None)
