@@ -129,3 +129,14 @@ def _two_datasets(d: dict) -> None:
 def test_robust_stage_bad_input(tmp_path, capsys, change, needle):
     err = _one_line_exit_2(capsys, sweep_main, [_sweep_file(tmp_path, change)])
     assert needle in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--method", "vos2"], "--method: method: expected one of ascood, ce, logitnorm, t2fnorm, got 'vos2'"),
+    (["--method", "ce", "--logitnorm-tau", "0.1"], "--logitnorm-tau: an option of method logitnorm, not of method ce"),
+    (["--method", "t2fnorm", "--t2fnorm-tau", "0"], "--t2fnorm-tau: Input should be greater than 0"),
+])
+def test_an_unknown_method_or_another_methods_option_is_refused(tmp_path, capsys, argv, needle):
+    err = _one_line_exit_2(capsys, train_main, [*argv, "--out", tmp_path / "r"])
+    assert needle in err
+    assert not (tmp_path / "r").exists()
