@@ -5,14 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from ascood.choices import one_of
+from ascood.scorers.adascale import AdaSCALE
 from ascood.scorers.base import InputScorer, Outputs, Scorer
 from ascood.scorers.feature import ASH, KNN, MDS, RMDS, SCALE, NNGuide, ReAct, Relation, ViM
 from ascood.scorers.logit import GEN, MSP, Energy, MaxLogit
+from ascood.scorers.newer import DICE, FDBD, NCI, NECO, SHE, VRA, GradNorm, KLMatching, MahalanobisPP
 from ascood.scorers.perturbation import IODIN, ODIN
 
 SCORERS: dict[str, type[Scorer]] = {
     cls.name: cls
-    for cls in (MSP, MaxLogit, Energy, GEN, ODIN, IODIN, ReAct, ASH, SCALE, KNN, MDS, RMDS, ViM, Relation, NNGuide)
+    for cls in (
+        MSP, MaxLogit, Energy, GEN, ODIN, IODIN, ReAct, ASH, SCALE, KNN, MDS, RMDS, ViM, Relation, NNGuide,
+        FDBD, NCI, NECO, VRA, GradNorm, DICE, SHE, KLMatching, MahalanobisPP, AdaSCALE,
+    )
 }
 
 
@@ -26,6 +31,7 @@ def build_scorers(names: tuple[str, ...] | list[str], overrides: dict[str, dict]
 
 
 __all__ = [
-    "ASH", "GEN", "IODIN", "KNN", "MDS", "MSP", "ODIN", "RMDS", "SCALE", "SCORERS", "Energy", "InputScorer",
-    "MaxLogit", "NNGuide", "Outputs", "ReAct", "Relation", "Scorer", "ViM", "build_scorer", "build_scorers",
+    "ASH", "DICE", "FDBD", "GEN", "IODIN", "KNN", "MDS", "MSP", "NCI", "NECO", "ODIN", "RMDS", "SCALE", "SCORERS", "SHE",
+    "VRA", "AdaSCALE", "Energy", "GradNorm", "InputScorer", "KLMatching", "MahalanobisPP", "MaxLogit", "NNGuide",
+    "Outputs", "ReAct", "Relation", "Scorer", "ViM", "build_scorer", "build_scorers",
 ]
