@@ -12,9 +12,11 @@ from ascood.models.head import NormalizedLinear
 from ascood.scorers import SCORERS, Outputs
 
 FEATURE_SCORERS = [name for name, cls in SCORERS.items() if not cls.needs_input]
-CASES = [(name, {}) for name in FEATURE_SCORERS] + [
-    (name, {"feature_path": "head"}) for name in FEATURE_SCORERS if "feature_path" in SCORERS[name].defaults
+CASES = [(name, {}) for name in FEATURE_SCORERS] + [  # and the feature path other than the default
+    (name, {"feature_path": "fc" if SCORERS[name].defaults["feature_path"] == "head" else "head"})
+    for name in FEATURE_SCORERS if "feature_path" in SCORERS[name].defaults
 ]
+INPUT_SCORERS = [name for name, cls in SCORERS.items() if cls.needs_input]
 IDS = [name + "".join(f"-{v}" for v in params.values()) for name, params in CASES]
 
 
@@ -82,3 +84,51 @@ def test_a_head_on_the_gpu_scores_cpu_outputs_as_on_the_cpu(setting, name, param
     a.setup(train, gpu)
     b.setup(train, head)
     assert torch.equal(a.postprocess(test), b.postprocess(test)), name
+
+
+def _input_setting(device: str):
+    from ascood.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=4, feature_norm="zscore", sigma=0.5).eval()
+    x_ref, x = torch.randn(24, 3, 32, 32), torch.randn(10, 3, 32, 32)
+    return model.to(device), x_ref.to(device), x.to(device), torch.tensor([0.3, 0.3, 0.3], device=device)
+
+
+def _ready(name: str, net: nn.Module, head: nn.Module, x_ref: Tensor, std: Tensor):
+    """An input scorer set up as the evaluator does, plus its ID reference where it takes one."""
+    s = SCORERS[name]()
+    s.setup(None, head)
+    if hasattr(s, "fit_reference"):
+        s.fit_reference(net, x_ref.split(8), std)
+    return s
+
+
+@pytest.mark.parametrize("name", INPUT_SCORERS)
+def test_an_input_scorer_keeps_its_state_on_the_cpu_and_no_reference_to_the_model(name):
+    model, x_ref, x, std = _input_setting("cpu")
+    live = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    s = _ready(name, model, model.head, x_ref, std)
+    assert s.postprocess_batch(model, x, std).device == x.device
+    for t in _held(vars(s)):
+        assert not isinstance(t, nn.Module), name
+        assert t.device.type == "cpu" and not t.requires_grad, name
+        assert t.untyped_storage().data_ptr() not in live, name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("name", INPUT_SCORERS)
+def test_an_input_scorer_scores_on_the_device_of_its_input(name):
+    from ascood.evaluate import Fp32Logits, frozen, no_tf32
+
+    cpu, gpu = _input_setting("cpu"), _input_setting("cuda")
+    scores = []
+    for model, x_ref, x, std in (cpu, gpu):
+        with frozen(model), no_tf32():
+            s = _ready(name, Fp32Logits(model), model.head, x_ref, std)
+            scores.append(s.postprocess_batch(Fp32Logits(model), x, std))
+        for t in _held(vars(s)):
+            assert t.device.type == "cpu", name
+    assert scores[1].device.type == "cuda"
+    close = torch.isclose(scores[1].cpu(), scores[0], rtol=1e-3, atol=1e-4)
+    assert close.float().mean() >= 0.9, (name, scores)  # a flipped near-tie in |∇| may move one sample
