@@ -16,14 +16,20 @@ import pytest
 import yaml
 from conftest import stop_tree
 
+from ascood.sweep.paths import results_file
+
 KEY = ["trial_id", "epoch", "split", "ood_set", "scorer"]
+# What the tests train on unless they say otherwise: cmnist's two-class build, smaller and faster
+# than the five-class `cmnist`; no test here depends on five classes. A parametrized name, so every
+# sweep here also runs (and resumes) under the on-disk names `safe_name` makes of such a name.
+BENCHMARK = "cmnist[classes=2]"
 
 
 def _sweep_file(tmp_path, name="t", **over) -> Path:
     data = {
         "name": name,
         "output": str(tmp_path / "out"),
-        "datasets": [{"benchmark": "cmnist"}],
+        "datasets": [{"benchmark": BENCHMARK}],
         "trial": {"epochs": 1, "batch_size": 64, "scorers": ["msp", "energy"], "eval_batch_size": 1024},
         "space": {"alpha": {"low": 0.01, "high": 10.0, "log": True}, "p_inv": {"low": 0.05, "high": 0.5}},
         "num_samples": 3,
@@ -50,7 +56,7 @@ def _results(tmp_path) -> pd.DataFrame:
     return pd.read_parquet(tmp_path / "out" / "results")
 
 
-def _study(tmp_path, name="t-cmnist"):
+def _study(tmp_path, name=f"t-{BENCHMARK}"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'out' / 'optuna.db'}")
 
 
@@ -69,7 +75,7 @@ def test_sweep_end_to_end_with_final_seeds_and_summary(tmp_path):
     best = max(study.trials, key=lambda t: t.value)
     cfg = json.loads(final["config_json"].iloc[0])
     assert cfg["alpha_max"] == pytest.approx(best.params["alpha"]) and cfg["p_inv"] == pytest.approx(best.params["p_inv"])
-    assert "best per dataset" in proc.stdout and "cmnist" in proc.stdout
+    assert "best per dataset" in proc.stdout and BENCHMARK in proc.stdout  # (not read as Rich markup)
     summary = _cli("summary", tmp_path / "out", "--json")
     assert summary.returncode == 0, summary.stderr
     [s] = json.loads(summary.stdout)
@@ -115,7 +121,7 @@ def test_trial_with_two_gloo_processes(tmp_path):
     assert (df["status"] == "completed").all() and df["trial_id"].nunique() == 1
     from ascood.data import load_benchmark
 
-    assert (df.loc[df["split"] == "test", "n_id"] == len(load_benchmark("cmnist").test)).all()
+    assert (df.loc[df["split"] == "test", "n_id"] == len(load_benchmark(BENCHMARK).test)).all()
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -143,6 +149,9 @@ def _completed_trials(tmp_path) -> int:
 
 
 def test_resume_after_the_driver_is_killed(tmp_path):
+    """Also the regression test of a parametrized dataset name: Ray looked for the restored
+    experiment's searcher state with `glob` under `OUT/ray/search-cmnist[classes=2]`, found none,
+    and the resumed sweep ran on without it."""
     path = _sweep_file(tmp_path, num_samples=4, final=None,
                        trial={"epochs": 2, "batch_size": 64, "scorers": ["msp", "energy"]},
                        resources={"max_concurrent_trials": 1})
@@ -256,7 +265,7 @@ def test_robust_stage_reuse_and_verdict_end_to_end(tmp_path):
     trained = files[files["reused_from"].isna() & (files["status"] == "completed")]
     assert trained.groupby(["benchmark", "run_id"]).size().max() == 1  # (a run ASHA stopped is not reusable)
     for _, r in files[files["reused_from"].notna()].iterrows():
-        original = pd.read_parquet(tmp_path / "out" / "results" / r["benchmark"] / f"{r['reused_from']}.parquet")
+        original = pd.read_parquet(results_file(str(tmp_path / "out"), r["benchmark"], r["reused_from"]))
         assert set(original["run_id"]) == {r["run_id"]} and set(original["status"]) == {"completed"}
         assert original["reused_from"].isna().all()
     for benchmark in ("mnist6", "mnist10"):

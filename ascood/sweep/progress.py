@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from ascood.sweep.outcome import trial_outcome
@@ -83,7 +84,7 @@ class SweepProgress:
                 st.offer(result.get("objective"))
             if self._live is None:
                 best = "-" if st.best is None else f"{st.best:.2f}"
-                self.console.print(f"{key}: trial {trial_id} {kind}; {st.done}/{st.planned} done, best {best}")
+                self.console.print(f"{escape(key)}: trial {trial_id} {kind}; {st.done}/{st.planned} done, best {best}")
         self.refresh()
 
     def refresh(self) -> None:
@@ -100,7 +101,7 @@ class SweepProgress:
             left = st.planned - st.done
             eta = "-" if st.done == 0 else ("0s" if left <= 0 else f"{spent / st.done * left / 60:.1f} min")
             best = "-" if st.best is None else f"{st.best:.2f}"
-            table.add_row(key, f"{st.done}/{st.planned}", str(len(st.running)), str(st.stopped), str(st.failed),
+            table.add_row(escape(key), f"{st.done}/{st.planned}", str(len(st.running)), str(st.stopped), str(st.failed),
                           best, f"{spent / 60:.1f} min", eta)
         return table
 

@@ -15,13 +15,14 @@ from typing import Any
 
 import optuna
 from ray import tune
+from rich.markup import escape
 
 from ascood import storage
 from ascood.config import validate_config
 from ascood.gain import DEFAULT_FLOOR
 from ascood.results import SETTING_COLUMNS, read_results, read_rows, run_id_for, select, with_status, write_results
 from ascood.sweep import shared_output
-from ascood.sweep.paths import SweepPaths, experiment_name
+from ascood.sweep.paths import SweepPaths, experiment_name, results_dir
 from ascood.sweep.progress import ProgressCallback, SweepProgress
 from ascood.sweep.results_status import ResultsStatusCallback
 from ascood.sweep.searcher import make_searcher
@@ -325,7 +326,7 @@ def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
     where = meta.benchmark  # the dataset, or for a joint stage the sweep's joint study
     plan = stage.plan(ctx, dataset, meta)
     if isinstance(plan, str):
-        ctx.progress.console.print(f"[yellow]{where}: {plan}; {stage.name} stage skipped[/yellow]")
+        ctx.progress.console.print(f"[yellow]{escape(where)}: {plan}; {stage.name} stage skipped[/yellow]")
         return
     key = f"{'all datasets' if stage.joint else where} · {stage.name}" + (f" {plan.tag}" if plan.tag else "")
     ctx.progress.begin(key, plan.trials, "max" if stage.joint else ctx.spec.objective.mode)
@@ -359,7 +360,7 @@ def close_leftovers(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> No
     """Once a stage's trials have all ended, nothing may still claim to be running: a result file
     or an Optuna trial left `running` by a crash and never continued is closed as failed, with why."""
     reason = "interrupted by a crash and not continued: the sweep ended without it"
-    prefix = storage.join(ctx.paths.results, dataset.benchmark)
+    prefix = results_dir(ctx.paths.out, dataset.benchmark)
     for path in storage.list_files(prefix, ".parquet") if storage.exists(prefix) else []:
         if not Path(path).name.startswith(f"{stage.name}-"):
             continue

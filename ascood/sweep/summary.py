@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from ascood import storage
@@ -131,9 +132,10 @@ def summary_table(summaries: list[DatasetSummary], objective: Objective, name: s
             return f"{mean:.1f}±{std:.1f}"
 
         best = "-" if s.best is None else f"{s.best.objective:.2f}"
-        table.add_row(f"{s.benchmark}\n{s.setting}", _trials_cell(s.trials), best, pm("auroc"), pm("fpr95"), pm("id_accuracy"))
+        table.add_row(f"{escape(s.benchmark)}\n{s.setting}", _trials_cell(s.trials), best,
+                      pm("auroc"), pm("fpr95"), pm("id_accuracy"))
         if s.best is not None:
-            configs.append(f"{s.benchmark}: " + " ".join(f"{k}={_fmt(v)}" for k, v in s.best.params.items()))
+            configs.append(f"{escape(s.benchmark)}: " + " ".join(f"{k}={_fmt(v)}" for k, v in s.best.params.items()))
     scope = "all OOD sets" if objective.ood == "all" else objective.ood
     seeds = max((s.final_seeds for s in summaries), default=0)
     caption = [f"val: {objective.scorer} over {scope}; test: same, mean±std over {seeds} final seeds"]
