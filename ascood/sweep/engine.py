@@ -60,6 +60,7 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
     if not run.address:  # on a cluster the output is claimed once every node has been asked
         undo = prepare_output(paths, run.spec_text, resume=run.resume, fresh=run.fresh)
     env = {k: os.environ[k] for k in ("ASCOOD_CACHE",) if k in os.environ}
+    env["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"] = "1"  # a worker that asked for no GPU sees none (Ray 2.60 shows them all)
     env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # a failed trial's last report has no objective
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables under our Rich display

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -23,7 +25,7 @@ from ascood.results import RunLabels, finished, read_rows, reused, run_id_for, w
 from ascood.sweep import shared_output
 from ascood.sweep.objective import epoch_metrics, objective_error, objective_value
 from ascood.sweep.outcome import GAIN_PREFIX
-from ascood.sweep.paths import OPTUNA_TRIAL, results_file, trial_dir, trial_key
+from ascood.sweep.paths import OPTUNA_TRIAL, results_dir, results_file, safe_name, trial_dir, trial_key
 from ascood.sweep.spec import SEARCHABLE, Objective, params_to_config
 from ascood.train import CHECKPOINT, RunFailed
 from ascood.trial import checkpoint_epoch, run_trial
@@ -74,10 +76,43 @@ def trial_values(config: dict, meta: TrialMeta) -> dict:
     return values
 
 
+def use_gpu(meta: TrialMeta) -> bool:
+    """Whether the trial's processes run on a GPU: what it asked Ray for, never what is visible
+    (Ray 2.60 no longer hides GPUs from a process that asked for none)."""
+    return meta.gpus_per_process > 0
+
+
+def hide_gpus_unless_asked(meta: TrialMeta) -> None:
+    """A CPU trial's process sees no GPU, so nothing in it (a library, a stray `.cuda()`) lands
+    on GPU 0 beside another trial's work. Effective while CUDA is not yet initialized here."""
+    if not use_gpu(meta) and not torch.cuda.is_initialized():
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def cap_gpu_memory(meta: TrialMeta, accelerator) -> None:
+    """A trial on a fraction of a GPU may allocate that fraction of its memory, no more: trials
+    sharing the GPU then fail alone (out of memory) instead of starving each other."""
+    if accelerator.device.type == "cuda" and 0 < meta.gpus_per_process < 1:
+        torch.cuda.set_per_process_memory_fraction(meta.gpus_per_process, accelerator.device)
+
+
+@contextmanager
+def trial_accelerator(meta: TrialMeta, mixed_precision: str) -> Iterator:
+    """The trial's accelerator on the device it asked Ray for; at the end its references and the
+    cached GPU memory are released, since Tune runs the next trial in the same process."""
+    from ascood.train import make_accelerator, release
+
+    hide_gpus_unless_asked(meta)
+    accelerator = make_accelerator(mixed_precision, use_gpu=use_gpu(meta))
+    try:
+        cap_gpu_memory(meta, accelerator)
+        yield accelerator
+    finally:
+        release(accelerator)
+
+
 def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, key: str, report: Report) -> None:
     """Run the trial (or resume it) and report every evaluated epoch's metrics."""
-    from ascood.train import make_accelerator
-
     cfg = validate_config(json.loads(cfg_json))
     objective = Objective(**meta.objective)
     reported: list[dict] = []
@@ -98,32 +133,32 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, key: str, rep
     if meta.cluster_token:
         shared_output.verify_marker(meta.out, meta.cluster_token)
     work_dir, kept_dir = trial_dir(meta.out, meta.benchmark, key)
-    accelerator = make_accelerator(cfg.mixed_precision)
-    if kept_dir is not None and accelerator.is_local_main_process:
-        shared_output.pull(kept_dir, work_dir)
-    accelerator.wait_for_everyone()
-    if kept_dir is not None:  # object storage: keep each checkpoint there before reporting it
-        report_epoch = on_rows
+    with trial_accelerator(meta, cfg.mixed_precision) as accelerator:
+        if kept_dir is not None and accelerator.is_local_main_process:
+            shared_output.pull(kept_dir, work_dir)
+        accelerator.wait_for_everyone()
+        if kept_dir is not None:  # object storage: keep each checkpoint there before reporting it
+            report_epoch = on_rows
 
-        def on_rows(new_rows: list[dict]) -> None:
-            if accelerator.is_main_process:
-                shared_output.push(work_dir, kept_dir)
-            report_epoch(new_rows)
+            def on_rows(new_rows: list[dict]) -> None:
+                if accelerator.is_main_process:
+                    shared_output.push(work_dir, kept_dir)
+                report_epoch(new_rows)
 
-    result = run_trial(
-        cfg,
-        work_dir,
-        accelerator=accelerator,
-        results_path=results_file(meta.out, meta.benchmark, key),
-        labels=RunLabels(sweep=meta.sweep, trial_id=trial_id, stage=meta.stage),
-        data_root=meta.data_root,
-        skip_corrupt=meta.skip_corrupt,
-        on_rows=on_rows,
-        check_rows=check_rows,
-        label_rows=label_rows,
-    )
-    if accelerator.is_main_process:
-        shared_output.push(work_dir, kept_dir)
+        result = run_trial(
+            cfg,
+            work_dir,
+            accelerator=accelerator,
+            results_path=results_file(meta.out, meta.benchmark, key),
+            labels=RunLabels(sweep=meta.sweep, trial_id=trial_id, stage=meta.stage),
+            data_root=meta.data_root,
+            skip_corrupt=meta.skip_corrupt,
+            on_rows=on_rows,
+            check_rows=check_rows,
+            label_rows=label_rows,
+        )
+        if accelerator.is_main_process:
+            shared_output.push(work_dir, kept_dir)
     last_epoch = max((r["epoch"] for r in result.rows), default=0)
     if result.status == "failed":
         report({"status": "failed", "reason": result.reason, "epoch": last_epoch, "epochs": cfg.epochs})
@@ -165,17 +200,20 @@ def run_dataset(cfg: TrainConfig, meta: TrialMeta, trial_id: str, key: str, repo
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    use_gpu = meta.gpus_per_process > 0
-    per_worker = {"CPU": meta.cpus_per_process, **({"GPU": meta.gpus_per_process} if use_gpu else {})}
+    gpu = use_gpu(meta)
+    per_worker = {"CPU": meta.cpus_per_process, **({"GPU": meta.gpus_per_process} if gpu else {})}
     env = {"OMP_NUM_THREADS": str(max(1, int(meta.cpus_per_process)))}
-    if not use_gpu:
+    if not gpu:
         env["ACCELERATE_USE_CPU"] = "1"  # without it Accelerate silently does not wrap DDP on CPU
+        env["CUDA_VISIBLE_DEVICES"] = ""  # and Ray would show the workers every GPU of the node
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"cfg_json": cfg.model_dump_json(), "meta": meta.as_dict(), "trial_id": trial_id, "key": key},
-        scaling_config=ScalingConfig(num_workers=meta.processes, use_gpu=use_gpu, resources_per_worker=per_worker),
+        scaling_config=ScalingConfig(num_workers=meta.processes, use_gpu=gpu, resources_per_worker=per_worker),
         run_config=RunConfig(
-            name=f"{meta.stage}-{meta.benchmark}-{trial_id}" if meta.joint else f"{meta.stage}-{trial_id}",
+            # a joint (robust) trial trains one run per dataset under one trial id: one Ray Train run each
+            name=f"{meta.stage}-{safe_name(meta.benchmark)}-{trial_id}" if meta.gain_ref is not None
+            else f"{meta.stage}-{trial_id}",
             storage_path=storage.join(meta.out, "ray-train"),
             failure_config=FailureConfig(max_failures=meta.max_failures),
             callbacks=[TuneReportCallback()] if report is not None else [],
@@ -220,7 +258,7 @@ def reuse_run(cfg: TrainConfig, meta: TrialMeta, trial_id: str, key: str, object
 def _find_original(meta: TrialMeta, run_id: str, key: str, epochs: int) -> tuple[str, list[dict]] | None:
     """(trial key, rows) of a trial of this dataset, other than `key`, that trained `run_id` to the end
     and kept its checkpoint."""
-    prefix = storage.join(meta.out, "results", meta.benchmark)
+    prefix = results_dir(meta.out, meta.benchmark)
     for path in storage.list_files(prefix, ".parquet") if storage.exists(prefix) else []:
         source = Path(path).stem
         if source == key:
@@ -296,7 +334,7 @@ def _ce_value(meta: TrialMeta, part: dict, objective: Objective) -> float | None
     """The validation objective of the dataset's completed CE baseline run (any stage's), else None."""
     import pandas as pd
 
-    prefix = storage.join(meta.out, "results", part["benchmark"])
+    prefix = results_dir(meta.out, part["benchmark"])
     for path in storage.list_files(prefix, ".parquet") if storage.exists(prefix) else []:
         rows = [r for r in read_rows(path) if r["run_id"] == part["ce"]]
         if rows and all(r["status"] == "completed" for r in rows):
