@@ -215,6 +215,9 @@ class Evaluator:
         automatic parameter search); test sets are never looked at.
         """
         train = outputs.get(("train", "id"))
+        reference = self._reference(scorer, model) if scorer.needs_input and scorer.needs_reference else None
+        if reference is not None:
+            scorer.set_reference(*reference)
         if not (search and scorer.grid):
             scorer.setup(train, model.head)
             return scorer
@@ -237,8 +240,16 @@ class Evaluator:
 
         best = points[select_grid_point(len(points), auroc)]
         chosen = type(scorer)(**{**scorer.params(), **best})
+        if reference is not None:
+            chosen.set_reference(*reference)
         chosen.setup(train, model.head)
         return chosen
+
+    def _reference(self, scorer: InputScorer, model: nn.Module) -> tuple[Tensor, Tensor]:
+        """The (h, h̃) pairs of every ID validation input that an input scorer's reference is fitted
+        on (AdaSCALE's CDF), through the same fp32 path as its scores, gathered from every process."""
+        (h, ht) = self._input_passes(model, self._loader(("val", "id")), lambda net, x: list(scorer.reference_pair(net, x)))
+        return torch.cat(h), torch.cat(ht)
 
     def _grid_auroc(self, id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
         """A grid point whose scores are not all finite is never chosen."""

@@ -19,7 +19,6 @@ from ascood.scorers import (
     FDBD,
     NCI,
     NECO,
-    SCALE,
     SCORERS,
     SHE,
     VRA,
@@ -394,14 +393,33 @@ def test_adascale_through_the_evaluators_fp32_wrapper_equals_the_model(ada):
     torch.testing.assert_close(a.postprocess_batch(model, x, None), b.postprocess_batch(Fp32Logits(model), x, None))
 
 
-def test_adascale_without_a_reference_is_scale_at_the_middle_percentile(ada):
+def test_adascale_without_a_reference_is_refused(ada):
     model, _, x = ada
-    with torch.no_grad():
-        lg, h = model.forward_with_features(x)
-    scale = SCALE(percentile=75.0)
-    scale.setup(None, model.head)
-    got = AdaSCALE(p_min=60.0, p_max=90.0).postprocess_batch(model, x, None)
-    torch.testing.assert_close(got, scale.postprocess(Outputs(lg, h, torch.zeros(len(x)))), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="no ID reference fitted"):
+        AdaSCALE().postprocess_batch(model, x, None)
+
+
+def test_the_evaluator_fits_adascales_reference_on_id_validation():
+    """Through `Evaluator.evaluate`: the reference is every ID-validation input's (h, h̃), so the
+    scores equal a scorer fitted on those inputs by hand, and the search keeps the reference."""
+    from ascood.data import load_benchmark
+    from ascood.data.loading import Preprocess
+    from ascood.evaluate import Evaluator
+    from ascood.models import create_model
+    from ascood.train import make_accelerator
+
+    torch.manual_seed(0)
+    data = load_benchmark("cmnist[classes=2]")
+    model = create_model("small_cnn", num_classes=2).eval()
+    ev = Evaluator(data, make_accelerator(), batch_size=256)
+    for search in (False, True):
+        (val, _), (used,) = ev.evaluate(model, [AdaSCALE()], search=search)
+        assert all(r.metrics is not None for r in val.sets), [r.error for r in val.sets]
+        x_val = Preprocess(data).eval(data.val.images)
+        by_hand = AdaSCALE(**used.params()).fit_reference(Fp32Logits(model), [x_val])
+        x_test = Preprocess(data).eval(data.test.images[:64])
+        torch.testing.assert_close(used.postprocess_batch(Fp32Logits(model), x_test, None),
+                                   by_hand.postprocess_batch(Fp32Logits(model), x_test, None))
 
 
 def test_adascale_refuses_a_reference_of_another_perturbation(ada):

@@ -41,10 +41,9 @@ class AdaSCALE(InputScorer):
     (`feature_path="fc"`, as SCALE; "head" goes through the trained head, where z-scoring undoes
     the scaling). Grid: the 36 pairs p_min < p_max of OpenOOD's sweep, k1, k2, λ, o fixed.
 
-    F needs ID *inputs* (OpenOOD: 5000 ID validation images), which the evaluator's `setup` does
-    not pass: `fit_reference` takes them. Without a reference every sample gets the middle
-    percentile (p_min + p_max)/2, i.e. SCALE there, and no perturbation is computed; that is what
-    `ascood-eval` gives until the evaluator fits the reference.
+    F needs ID *inputs* (OpenOOD: 5000 ID validation images), which `setup` does not get: the
+    evaluator passes them through `reference_pair` and `set_reference` (ID validation, every
+    process's share gathered) before it scores; scoring without a reference is refused.
     """
 
     name = "adascale"
@@ -77,19 +76,23 @@ class AdaSCALE(InputScorer):
         with torch.no_grad():
             return h.detach(), _features(backbone, x.float() + step)
 
-    def fit_reference(self, model: nn.Module, batches: Iterable[Tensor], std: Tensor | None = None) -> AdaSCALE:
-        """Fit F on ID inputs (OpenOOD: ID validation): features and perturbed features of every
-        batch, `num_samples` rows kept at random (seeded), stored on the CPU."""
-        hs, hts = [], []
-        for x in batches:
-            h, ht = self._perturbation(model, x, self.p)
-            hs.append(h.cpu())
-            hts.append(ht.cpu())
-        h, ht = torch.cat(hs), torch.cat(hts)
+    needs_reference = True
+
+    def reference_pair(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(h, h̃) of one batch of ID inputs: what the reference F is fitted on."""
+        return self._perturbation(model, x, self.p)
+
+    def set_reference(self, h: Tensor, ht: Tensor) -> AdaSCALE:
+        """F from the (h, h̃) of ID inputs: `num_samples` rows kept at random (seeded), on the CPU."""
         keep = torch.randperm(len(h), generator=torch.Generator().manual_seed(0))[: int(self.p["num_samples"])]
-        self.reference = (h[keep].double(), ht[keep].double())
+        self.reference = (h.cpu()[keep].double(), ht.cpu()[keep].double())
         self._reference_o = (self.p["o"], self.p["epsilon"])
         return self
+
+    def fit_reference(self, model: nn.Module, batches: Iterable[Tensor], std: Tensor | None = None) -> AdaSCALE:
+        """Fit F on batches of ID inputs in one process (the evaluator gathers across processes)."""
+        pairs = [self.reference_pair(model, x) for x in batches]
+        return self.set_reference(torch.cat([h.cpu() for h, _ in pairs]), torch.cat([ht.cpu() for _, ht in pairs]))
 
     def _q(self, h: Tensor, ht: Tensor, params: dict) -> Tensor:
         d = h.shape[1]
@@ -121,13 +124,10 @@ class AdaSCALE(InputScorer):
 
     def postprocess_grid(self, model: nn.Module, x: Tensor, std: Tensor, points: list[dict]) -> list[Tensor]:
         """One backward and one perturbed forward per batch serve every grid point (the
-        perturbation does not depend on the percentiles); without a reference, one forward."""
+        perturbation does not depend on the percentiles)."""
         params = [type(self)(**{**self.p, **pt}).p for pt in points]
         if self.reference is None:
-            with torch.no_grad():
-                h = _features(_parts(model)[0], x)
-            return [self._energy(model, h, torch.full((len(h),), 0.5, dtype=torch.float64, device=h.device), p)
-                    for p in params]
+            raise ValueError("adascale: no ID reference fitted (set_reference on ID validation inputs first)")
         perturbed: dict[tuple, tuple[Tensor, Tensor]] = {}
         out = []
         for p in params:

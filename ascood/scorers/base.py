@@ -84,6 +84,7 @@ class InputScorer(Scorer):
     """A score that needs the input itself (extra forward/backward passes), e.g. ODIN."""
 
     needs_input = True
+    needs_reference: ClassVar[bool] = False  # fitted on ID validation inputs (`reference_pair`, `set_reference`)
 
     def postprocess_batch(self, model: nn.Module, x: Tensor, std: Tensor) -> Tensor:
         raise NotImplementedError
