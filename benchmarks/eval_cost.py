@@ -80,7 +80,7 @@ def main() -> None:
     cfg, state = load_run(run)
     data = load_benchmark(cfg.benchmark)
     acc = make_accelerator()
-    model = create_model(cfg.backbone, num_classes=data.num_classes, feature_norm=cfg.resolved_feature_norm, sigma=cfg.sigma)
+    model = create_model(cfg.backbone, num_classes=data.num_classes, **cfg.head_options())
     model.load_state_dict(state["model"])
     model = model.to(memory_format=torch.channels_last).eval()
     ev = Evaluator(data, acc, batch_size=cfg.eval_batch_size, channels_last=True)
