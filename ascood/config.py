@@ -60,6 +60,14 @@ class TrainConfig(BaseModel):
     deterministic: bool = False  # deterministic GPU kernels (slower): a rerun or resume on a GPU is then bit-exact
     logitnorm_tau: Float | None = Field(None, gt=0)  # method logitnorm's temperature τ (None: the paper's 0.04)
     t2fnorm_tau: Float | None = Field(None, gt=0)  # method t2fnorm's temperature τ (None: the paper's 0.1)
+    # method vos (None: the authors' defaults, ascood.method.registry): per-class queue length, draws per
+    # class and step, lowest-likelihood draws kept per class, weight of the uncertainty loss, and the
+    # fraction of the run after which that loss starts (0.4: the authors' epoch 40 of 100)
+    vos_sample_number: Int | None = Field(None, ge=1)
+    vos_sample_from: Int | None = Field(None, ge=1)
+    vos_select: Int | None = Field(None, ge=1)
+    vos_loss_weight: Float | None = Field(None, ge=0)
+    vos_start: Float | None = Field(None, ge=0, le=1)
 
     @field_validator(*DOMAINS)
     @classmethod
@@ -80,12 +88,15 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _options_of_the_method(self) -> TrainConfig:
-        from ascood.method.registry import option_owner
+        from ascood.method.registry import method_options, option_owner
 
-        for name in ("logitnorm_tau", "t2fnorm_tau"):
+        for name in method_options():
             owner = option_owner(name)
             if getattr(self, name) is not None and owner != self.method:
                 raise ValueError(f"--{name.replace('_', '-')}: an option of method {owner}, not of method {self.method}")
+        if self.method == "vos" and self.method_option("vos_select") > self.method_option("vos_sample_from"):
+            raise ValueError(f"--vos-select ({self.method_option('vos_select')}) must not exceed "
+                             f"--vos-sample-from ({self.method_option('vos_sample_from')})")
         return self
 
     def method_option(self, name: str) -> float:
@@ -174,7 +185,9 @@ class TrainConfig(BaseModel):
 
 # Fields added after runs were first recorded: at these values they leave the identity out, so a
 # run's id (and checkpoint) from before they existed stays the same.
-LATER_FIELDS = {"alpha_scale": "absolute", "deterministic": False, "logitnorm_tau": None, "t2fnorm_tau": None}
+LATER_FIELDS = {"alpha_scale": "absolute", "deterministic": False, "logitnorm_tau": None, "t2fnorm_tau": None,
+                "vos_sample_number": None, "vos_sample_from": None, "vos_select": None, "vos_loss_weight": None,
+                "vos_start": None}
 
 
 def config_json(cfg: TrainConfig) -> str:

@@ -35,6 +35,8 @@ from ascood.method.losses import ascood_loss, logitnorm_loss
 from ascood.method.saliency import saliency_from_logits, true_class_saliency
 from ascood.method.schedule import alpha_at, cosine_lr_factor
 from ascood.method.synthesis import needs_saliency, synthesize_scaled
+from ascood.method.vos import VOSHead
+from ascood.method.vos import start_epoch as vos_start_epoch
 from ascood.models import OODNet, create_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -122,12 +124,16 @@ def release(accelerator: Accelerator) -> None:
 
 
 def build_optimizer(
-    model: OODNet, lr: float, momentum: float, weight_decay: float, nesterov: bool, fc_lr_factor: float
+    model: OODNet, lr: float, momentum: float, weight_decay: float, nesterov: bool, fc_lr_factor: float,
+    extra: list[Tensor] | None = None,
 ) -> torch.optim.SGD:
-    """SGD with two groups: the final linear layer at lr·fc_lr_factor, everything else at lr."""
+    """SGD with two groups: the final linear layer at lr·fc_lr_factor, everything else at lr; `extra`
+    (a method's own parameters, VOS's) a third group at lr, as the VOS reference trains them."""
     fc_ids = {id(p) for p in model.fc.parameters()}
     rest = [p for p in model.parameters() if id(p) not in fc_ids]
     groups = [{"params": rest, "lr": lr}, {"params": list(model.fc.parameters()), "lr": lr * fc_lr_factor}]
+    if extra:
+        groups.append({"params": list(extra), "lr": lr})
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
 
 
@@ -158,8 +164,9 @@ def load_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict | None:
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, epoch: int, cfg: TrainConfig,
-                    scaler=None) -> None:
-    """Atomically; with fp16 the loss scaler's state too, so a resumed run scales as it would have."""
+                    scaler=None, vos: VOSHead | None = None) -> None:
+    """Atomically; with fp16 the loss scaler's state too, so a resumed run scales as it would have;
+    for VOS its head and queues under `vos` (`model` stays the scored network alone)."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -169,6 +176,8 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, epoch
     }
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
+    if vos is not None:
+        state["vos"] = vos.state_dict()
     tmp = run_dir / f".{CHECKPOINT}.tmp{os.getpid()}"
     torch.save(state, tmp)
     os.replace(tmp, run_dir / CHECKPOINT)
@@ -230,19 +239,63 @@ def logitnorm_step(model: nn.Module, x: Tensor, y: Tensor, accelerator: Accelera
     return StepLosses(loss, F.cross_entropy(logits.detach(), y), torch.zeros_like(loss), torch.zeros_like(loss))
 
 
+def vos_step(
+    model: nn.Module, raw: OODNet, x: Tensor, y: Tensor, *, cfg: TrainConfig, vos: VOSHead, active: bool,
+    generator: torch.Generator, accelerator: Accelerator,
+) -> StepLosses:
+    """VOS: CE + w·uncertainty loss; `kl` reports the uncertainty loss (0 until it starts).
+
+    The features the final layer sees are taken by a hook on it during the (DDP) forward pass and
+    enter the queues, gathered from every rank in rank order, so every rank keeps the same queues.
+    Once `active` (the start epoch, a host decision) the loss is computed every step and kept only
+    where the queues were full before the batch (a device flag, as the reference decides): the
+    step never waits for the device. Each rank draws its own outliers from its generator.
+    """
+    taken: list[Tensor] = []
+    hook = raw.fc.register_forward_pre_hook(lambda _module, args: taken.append(args[0]))
+    try:
+        with accelerator.autocast():
+            logits = model(x).float()
+    finally:
+        hook.remove()
+    features, labels = taken[0].detach().float(), y
+    if accelerator.num_processes > 1:
+        features, labels = accelerator.gather(features), accelerator.gather(y)
+    was_full = vos.enqueue(features, labels)
+    ce = F.cross_entropy(logits, y)
+    zero = torch.zeros_like(ce)
+    if not active:
+        return StepLosses(ce, ce, zero, zero)
+    outliers = vos.virtual_outliers(int(cfg.method_option("vos_sample_from")), int(cfg.method_option("vos_select")),
+                                    generator)
+    with accelerator.autocast():
+        logits_ood = raw.fc(outliers).float()
+    uncertainty = torch.where(was_full, vos.loss(logits, logits_ood), zero)
+    return StepLosses(ce + cfg.method_option("vos_loss_weight") * uncertainty, ce, uncertainty, zero)
+
+
 def train_step(
     model: nn.Module, raw: nn.Module, x: Tensor, y: Tensor, *, cfg: TrainConfig, alpha: float,
     generator: torch.Generator, accelerator: Accelerator, params: list[Tensor],
+    vos: VOSHead | None = None, vos_active: bool = False,
 ) -> StepLosses:
     """The step's loss and its backward into `params` only: with train-mode saliency the input
-    needs a gradient for the saliency, and a plain backward would compute it again into `x.grad`."""
+    needs a gradient for the saliency, and a plain backward would compute it again into `x.grad`.
+    A VOS run passes its head (whose parameters are among `params`) and whether its loss has started."""
     if cfg.method == "ascood":
         losses = ascood_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator, accelerator=accelerator)
     elif cfg.method == "logitnorm":
         losses = logitnorm_step(model, x, y, accelerator, cfg.method_option("logitnorm_tau"))
+    elif cfg.method == "vos":
+        if vos is None:
+            raise ValueError("a VOS step needs its VOSHead (vos=)")
+        losses = vos_step(model, raw, x, y, cfg=cfg, vos=vos, active=vos_active, generator=generator,
+                          accelerator=accelerator)
     else:
         losses = ce_step(model, x, y, accelerator)
     accelerator.backward(losses.loss, inputs=params)
+    if vos is not None and vos_active:
+        vos.average_gradients(accelerator)
     return losses
 
 
@@ -270,19 +323,26 @@ def fit(
     state = load_checkpoint(run_dir, cfg)
     set_seed(cfg.seed)
     model = create_model(cfg.backbone, num_classes=data.num_classes, weights=cfg.weights, **cfg.head_options())
+    vos = (VOSHead(data.num_classes, model.fc.in_features, int(cfg.method_option("vos_sample_number")))
+           if cfg.method == "vos" else None)
     device = accelerator.device
     configure_backends(device, cfg.deterministic)
     loader, sampler = train_loader(data.train, cfg.batch_size, cfg.seed, cfg.num_workers,
                                    pin_memory=device.type == "cuda")
     loader = accelerator.prepare(loader)
     steps_per_epoch = len(loader)
-    optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.fc_lr_factor)
+    optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.fc_lr_factor,
+                                extra=None if vos is None else list(vos.parameters()))
     # The scheduler is built before the states are loaded: building it resets the groups' lr.
     scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch, cfg.lr)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if vos is not None:
+            vos.load_state_dict(state["vos"])
+    if vos is not None:  # moved before the optimizer is prepared, which moves its state to the device
+        vos.to(device).broadcast(accelerator)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -290,7 +350,8 @@ def fit(
         accelerator.scaler.load_state_dict(state["scaler"])
     start_epoch = 0 if state is None else int(state["epoch"])
     raw: OODNet = accelerator.unwrap_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] + ([] if vos is None else list(vos.parameters()))
+    vos_start = vos_start_epoch(cfg.method_option("vos_start"), cfg.epochs) if vos is not None else None
     preprocess = Preprocess(data, cfg.channels_last)
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -304,7 +365,8 @@ def fit(
         for step, (images, y) in enumerate(loader):
             x = preprocess.train(images, generator)
             loss, ce, kl, alpha_eff = train_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator,
-                                                 accelerator=accelerator, params=params)
+                                                 accelerator=accelerator, params=params, vos=vos,
+                                                 vos_active=vos is not None and epoch >= vos_start)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -321,7 +383,7 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(stats, raw)
         if accelerator.is_main_process:
-            save_checkpoint(run_dir, raw, optimizer, scheduler, epoch + 1, cfg, accelerator.scaler)
+            save_checkpoint(run_dir, raw, optimizer, scheduler, epoch + 1, cfg, accelerator.scaler, vos)
         accelerator.wait_for_everyone()
         if after_checkpoint is not None:
             after_checkpoint(stats)

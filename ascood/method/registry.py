@@ -16,7 +16,7 @@ class Method:
     summary: str
     feature_norm: str  # the head's normalization unless the run sets `feature_norm`
     norm_at_eval: bool = True  # False: the head normalizes in training only (T2FNorm)
-    options: dict[str, float] = field(default_factory=dict)  # config field → the paper's default
+    options: dict[str, float] = field(default_factory=dict)  # config field → the paper's default (an int where integral)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -26,7 +26,17 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            options={"logitnorm_tau": 0.04}),
     Method("t2fnorm", "T2FNorm (Regmi et al., CVPR-W 2024): L2-normalized features / τ in training, raw at inference",
            "l2", norm_at_eval=False, options={"t2fnorm_tau": 0.1}),
+    Method("vos", "VOS (Du et al., ICLR 2022): CE + w·uncertainty loss on virtual outliers sampled from "
+           "class-conditional Gaussians of the penultimate features", "none",
+           # the authors' CIFAR defaults; the start is a fraction of the run (their epoch 40 of 100)
+           options={"vos_sample_number": 1000, "vos_sample_from": 10000, "vos_select": 1, "vos_loss_weight": 0.1,
+                    "vos_start": 0.4}),
 )}
+
+
+def method_options() -> tuple[str, ...]:
+    """Every method's option fields."""
+    return tuple(o for m in METHODS.values() for o in m.options)
 
 
 def option_owner(option: str) -> str | None:
