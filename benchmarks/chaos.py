@@ -33,6 +33,8 @@ import pandas as pd
 import psutil
 import yaml
 
+from ascood.sweep.paths import safe_name
+
 DATASETS = ("cmnist", "mnist6")
 TERMINAL = {"completed", "stopped-early", "failed"}
 KEY = ["stage", "run_id", "epoch", "split", "ood_set", "scorer"]
@@ -63,10 +65,10 @@ class Audit:
                 and self.mixed_status_files == 0 and not self.changed_after_complete)
 
 
-def sweep_file(out: Path, samples: int) -> dict:
+def sweep_file(out: Path, samples: int, datasets: tuple[str, ...] = DATASETS) -> dict:
     return {
         "name": "chaos", "output": str(out / "out"),
-        "datasets": [{"benchmark": d} for d in DATASETS],
+        "datasets": [{"benchmark": d} for d in datasets],
         "trial": {"epochs": 2, "batch_size": 64, "scorers": ["msp", "energy"], "eval_batch_size": 1024},
         "space": {"alpha": {"low": 0.01, "high": 10.0, "log": True}, "p_inv": {"low": 0.05, "high": 0.5}},
         "num_samples": samples,
@@ -102,10 +104,11 @@ def _complete_files(results: Path) -> dict[str, str]:
     return out
 
 
-def run_chaos(work: Path, *, kills: int, seed: int, samples: int, max_wait_s: float) -> Audit:
+def run_chaos(work: Path, *, kills: int, seed: int, samples: int, max_wait_s: float,
+              datasets: tuple[str, ...] = DATASETS) -> Audit:
     work.mkdir(parents=True, exist_ok=True)
     path = work / "chaos.yaml"
-    path.write_text(yaml.safe_dump(sweep_file(work, samples)))
+    path.write_text(yaml.safe_dump(sweep_file(work, samples, datasets)))
     results = work / "out" / "results"
     rng = random.Random(seed)
     moments, complete = [], {}
@@ -135,16 +138,17 @@ def run_chaos(work: Path, *, kills: int, seed: int, samples: int, max_wait_s: fl
         for name, digest in _complete_files(results).items():
             complete.setdefault(name, digest)
     wall = time.perf_counter() - t0
-    return audit(work, results, samples, kills, moments, complete, wall)
+    return audit(work, results, samples, kills, moments, complete, wall, datasets)
 
 
-def audit(work, results: Path, samples: int, kills: int, moments, complete: dict[str, str], wall: float) -> Audit:
+def audit(work, results: Path, samples: int, kills: int, moments, complete: dict[str, str], wall: float,
+          datasets: tuple[str, ...] = DATASETS) -> Audit:
     df = pd.read_parquet(results)
     files = sorted(results.rglob("*.parquet"))
     per_file = [set(pd.read_parquet(f)["status"]) for f in files]
-    search = {d: len(list((results / d).glob("search-*.parquet"))) for d in DATASETS}
+    search = {d: len(list((results / safe_name(d)).glob("search-*.parquet"))) for d in datasets}
     storage = f"sqlite:///{work / 'out' / 'optuna.db'}"
-    studies = {d: optuna.load_study(study_name=f"chaos-{d}", storage=storage).trials for d in DATASETS}
+    studies = {d: optuna.load_study(study_name=f"chaos-{d}", storage=storage).trials for d in datasets}
     robust = optuna.load_study(study_name="chaos-robust", storage=storage).trials
     done = df[df["reused_from"].isna() & (df["status"] == "completed")]
     trained = done.drop_duplicates(["benchmark", "stage", "trial_id", "run_id"])
