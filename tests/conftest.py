@@ -47,3 +47,43 @@ def stop_tree(pids: list[int], *, grace_s: float = 0.0) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
     psutil.wait_procs(alive, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def setting():
+    """A fixed untrained small CNN with the ASCOOD head and its outputs on random inputs: 80 ID
+    training samples (4 classes) and 40 test samples, what the scorer tests fit and score."""
+    import torch
+
+    from ascood.models import create_model
+    from ascood.scorers import Outputs
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=4, feature_norm="zscore", sigma=0.5).eval()
+    with torch.no_grad():
+        xs = torch.randn(120, 3, 32, 32)
+        lg, h = model.forward_with_features(xs)
+        train = Outputs(lg[:80], h[:80], torch.arange(80) % 4)
+        test = Outputs(lg[80:], h[80:], torch.zeros(40, dtype=torch.long))
+    return model, train, test
+
+
+# `.item()`/`float(t)`/`bool(t)` read a device value (a host sync); `lift_fresh` is `torch.tensor(python data)`,
+# a host-to-device copy every step.
+HOST_OPS = {"_local_scalar_dense", "item", "lift_fresh", "lift_fresh_copy"}
+
+
+def recorded_ops():
+    """A dispatch mode that records the name of every aten op run under it (`.names`)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    return Ops()

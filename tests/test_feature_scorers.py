@@ -11,18 +11,6 @@ from ascood.models import create_model
 from ascood.scorers import GEN, KNN, MDS, RMDS, SCORERS, Outputs, ReAct, ViM, build_scorer
 
 
-@pytest.fixture(scope="module")
-def setting():
-    torch.manual_seed(0)
-    model = create_model("small_cnn", num_classes=4, feature_norm="zscore", sigma=0.5).eval()
-    with torch.no_grad():
-        xs = torch.randn(120, 3, 32, 32)
-        lg, h = model.forward_with_features(xs)
-        train = Outputs(lg[:80], h[:80], torch.arange(80) % 4)
-        test = Outputs(lg[80:], h[80:], torch.zeros(40, dtype=torch.long))
-    return model, train, test
-
-
 def _np(t):
     return t.detach().double().numpy()
 

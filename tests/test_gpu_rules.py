@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
+from conftest import HOST_OPS, recorded_ops
 
 from ascood.config import validate_config
 from ascood.data import load_benchmark
@@ -135,21 +135,6 @@ def test_input_gradient_scores_in_chunks_equal_one_pass_and_leave_no_grads(score
 # ---- the training step --------------------------------------------------------------------------
 
 
-class _Ops(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
-
-
-# `.item()`/`float(t)`/`bool(t)` read a device value (a host sync); `lift_fresh` is `torch.tensor(python data)`,
-# a host-to-device copy every step.
-HOST_OPS = {"_local_scalar_dense", "item", "lift_fresh", "lift_fresh_copy"}
-
-
 @pytest.mark.parametrize("ood_type, saliency_mode", [("gradient", "eval"), ("gradient", "train"), ("gaussian", "eval")])
 def test_training_step_has_no_host_sync_and_keeps_channels_last(ood_type, saliency_mode):
     cfg = validate_config(dict(benchmark=SMALL, ood_type=ood_type, saliency_mode=saliency_mode, alpha_scale="relative",
@@ -161,7 +146,7 @@ def test_training_step_has_no_host_sync_and_keeps_channels_last(ood_type, salien
     images = torch.randint(0, 256, (8, 3, 36, 36), dtype=torch.uint8)
     y = torch.randint(0, 2, (8,))
     g = torch.Generator().manual_seed(0)
-    with _Ops() as ops:
+    with recorded_ops() as ops:
         x = normalize(random_resized_crop(images, 32, generator=g))
         losses = train_step(model, model, x, y, cfg=cfg, alpha=0.1, generator=g, accelerator=accelerator,
                             params=params)

@@ -36,18 +36,6 @@ from ascood.scorers import functional_newer as Fn
 NEW_FEATURE_SCORERS = ["fdbd", "nci", "neco", "vra", "gradnorm", "dice", "she", "klm", "mdspp"]
 
 
-@pytest.fixture(scope="module")
-def setting():
-    torch.manual_seed(0)
-    model = create_model("small_cnn", num_classes=4, feature_norm="zscore", sigma=0.5).eval()
-    with torch.no_grad():
-        xs = torch.randn(120, 3, 32, 32)
-        lg, h = model.forward_with_features(xs)
-        train = Outputs(lg[:80], h[:80], torch.arange(80) % 4)
-        test = Outputs(lg[80:], h[80:], torch.zeros(40, dtype=torch.long))
-    return model, train, test
-
-
 def _random_outputs(n, d=24, c=5, seed=0):
     """Fixed random outputs: post-ReLU-like features, every class present, more rows than dims."""
     g = torch.Generator().manual_seed(seed)

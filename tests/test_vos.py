@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import free_port
+from conftest import HOST_OPS, free_port, recorded_ops
 from torch.distributions import MultivariateNormal
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ascood.config import config_json, validate_config
 from ascood.method import vos as vos_math
@@ -178,19 +177,6 @@ def test_start_is_a_fraction_of_the_run():
 # ---- the step ------------------------------------------------------------------------------------
 
 
-class _Ops(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
-
-
-HOST_OPS = {"_local_scalar_dense", "item", "lift_fresh", "lift_fresh_copy"}  # as tests/test_gpu_rules.py
-
-
 def test_vos_step_never_waits_for_the_device_and_starts_once_the_queues_are_full():
     from ascood.models import create_model
 
@@ -204,7 +190,7 @@ def test_vos_step_never_waits_for_the_device_and_starts_once_the_queues_are_full
     x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.tensor([0, 1] * 4)
     kl = []
-    with _Ops() as ops:
+    with recorded_ops() as ops:
         for _ in range(2):  # the first batch fills the queues, the second has the loss
             losses = train_step(model, model, x, y, cfg=cfg, alpha=0.0, generator=g, accelerator=accelerator,
                                 params=params, vos=head, vos_active=True)
