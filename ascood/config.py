@@ -68,6 +68,16 @@ class TrainConfig(BaseModel):
     vos_select: Int | None = Field(None, ge=1)
     vos_loss_weight: Float | None = Field(None, ge=0)
     vos_start: Float | None = Field(None, ge=0, le=1)
+    # external outliers of methods oe and mixoe: `embedded` (the embedded outlier set), an image folder,
+    # a class-folder tree, or an OpenOOD image list (.txt, its paths relative to `outliers_root`, default
+    # the list's folder)
+    outliers: str | None = None
+    outliers_root: Path | None = None
+    oe_lambda: Float | None = Field(None, ge=0)  # method oe's outlier-loss weight (None: the paper's 0.5)
+    oe_batch_factor: Int | None = Field(None, ge=1)  # outliers per step ÷ ID batch size (None: the paper's 2)
+    mixoe_op: Literal["mixup", "cutmix"] | None = None  # method mixoe's mixing (None: cutmix)
+    mixoe_alpha: Float | None = Field(None, gt=0)  # mixing ratio ~ Beta(α, α) (None: the authors' 2.0)
+    mixoe_beta: Float | None = Field(None, ge=0)  # weight of the mixed loss (None: the authors' 5.0)
 
     @field_validator(*DOMAINS)
     @classmethod
@@ -88,18 +98,28 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _options_of_the_method(self) -> TrainConfig:
-        from ascood.method.registry import method_options, option_owner
+        from ascood.method.registry import METHODS, OUTLIER_METHODS, method_options, option_owner
 
         for name in method_options():
             owner = option_owner(name)
             if getattr(self, name) is not None and owner != self.method:
                 raise ValueError(f"--{name.replace('_', '-')}: an option of method {owner}, not of method {self.method}")
+        uses_outliers = METHODS[self.method].external_outliers
+        if uses_outliers and self.outliers is None:
+            raise ValueError(f"--outliers: method {self.method} trains on external outliers; give `embedded`, an image "
+                             "folder, a class-folder tree or an OpenOOD image list")
+        if not uses_outliers and (self.outliers is not None or self.outliers_root is not None):
+            flag = "--outliers" if self.outliers is not None else "--outliers-root"
+            raise ValueError(f"{flag}: only methods {' and '.join(OUTLIER_METHODS)} train on external outliers, "
+                             f"not method {self.method}")
+        if self.outliers_root is not None and not str(self.outliers).endswith(".txt"):
+            raise ValueError("--outliers-root: the image root of an OpenOOD image list; --outliers is not a .txt list")
         if self.method == "vos" and self.method_option("vos_select") > self.method_option("vos_sample_from"):
             raise ValueError(f"--vos-select ({self.method_option('vos_select')}) must not exceed "
                              f"--vos-sample-from ({self.method_option('vos_sample_from')})")
         return self
 
-    def method_option(self, name: str) -> float:
+    def method_option(self, name: str) -> float | str:
         """A method option's value: the run's, else the paper's default."""
         from ascood.method.registry import METHODS
 
@@ -187,7 +207,8 @@ class TrainConfig(BaseModel):
 # run's id (and checkpoint) from before they existed stays the same.
 LATER_FIELDS = {"alpha_scale": "absolute", "deterministic": False, "logitnorm_tau": None, "t2fnorm_tau": None,
                 "vos_sample_number": None, "vos_sample_from": None, "vos_select": None, "vos_loss_weight": None,
-                "vos_start": None}
+                "vos_start": None, "outliers": None, "outliers_root": None, "oe_lambda": None, "oe_batch_factor": None,
+                "mixoe_op": None, "mixoe_alpha": None, "mixoe_beta": None}
 
 
 def config_json(cfg: TrainConfig) -> str:

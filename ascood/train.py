@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -29,9 +30,10 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ascood.config import TrainConfig, config_json
-from ascood.data import BenchmarkData
-from ascood.data.loading import Preprocess, train_loader
+from ascood.data import BenchmarkData, Split
+from ascood.data.loading import OutlierBatches, Preprocess, train_loader
 from ascood.method.losses import ascood_loss, logitnorm_loss
+from ascood.method.outlier_exposure import mix, mix_ratio, mixoe_loss, oe_loss
 from ascood.method.saliency import saliency_from_logits, true_class_saliency
 from ascood.method.schedule import alpha_at, cosine_lr_factor
 from ascood.method.synthesis import needs_saliency, synthesize_scaled
@@ -274,15 +276,49 @@ def vos_step(
     return StepLosses(ce + cfg.method_option("vos_loss_weight") * uncertainty, ce, uncertainty, zero)
 
 
+def oe_step(model: nn.Module, x: Tensor, y: Tensor, x_out: Tensor, accelerator: Accelerator, lam: float) -> StepLosses:
+    """OE: ID and outliers through one forward pass (as the reference), CE + λ·KL(U‖p) on the outliers."""
+    with accelerator.autocast():
+        logits = model(torch.cat([x, x_out])).float()
+    b = x.shape[0]
+    loss, ce, kl = oe_loss(logits[:b], y, logits[b:], lam)
+    return StepLosses(loss, ce, kl, torch.zeros_like(loss))
+
+
+def mixoe_step(
+    model: nn.Module, raw: nn.Module, x: Tensor, y: Tensor, x_out: Tensor, accelerator: Accelerator, *,
+    op: str, alpha: float, beta: float, rng: np.random.Generator,
+) -> StepLosses:
+    """MixOE: the ID batch and its mix with as many outliers in two forward passes, as the reference
+    (BatchNorm sees each batch alone); the ID pass goes through the unwrapped model, so DDP sees one
+    forward per step. `kl` reports the mixed soft CE."""
+    mixed, lam = mix(x, x_out[: x.shape[0]], op, mix_ratio(alpha, rng), rng)
+    with accelerator.autocast():
+        logits_id = raw(x).float()
+        logits_mixed = model(mixed).float()
+    loss, ce, soft = mixoe_loss(logits_id, y, logits_mixed, lam, beta)
+    return StepLosses(loss, ce, soft, torch.zeros_like(loss))
+
+
 def train_step(
     model: nn.Module, raw: nn.Module, x: Tensor, y: Tensor, *, cfg: TrainConfig, alpha: float,
     generator: torch.Generator, accelerator: Accelerator, params: list[Tensor],
-    vos: VOSHead | None = None, vos_active: bool = False,
+    vos: VOSHead | None = None, vos_active: bool = False, x_out: Tensor | None = None,
+    rng: np.random.Generator | None = None,
 ) -> StepLosses:
     """The step's loss and its backward into `params` only: with train-mode saliency the input
     needs a gradient for the saliency, and a plain backward would compute it again into `x.grad`.
-    A VOS run passes its head (whose parameters are among `params`) and whether its loss has started."""
-    if cfg.method == "ascood":
+    A VOS run passes its head (whose parameters are among `params`) and whether its loss has started;
+    OE and MixOE runs the step's external outliers (preprocessed) and MixOE a host generator."""
+    if cfg.method in ("oe", "mixoe") and x_out is None:
+        raise ValueError(f"a {cfg.method} step needs its external outliers (x_out=)")
+    if cfg.method == "oe":
+        losses = oe_step(model, x, y, x_out, accelerator, float(cfg.method_option("oe_lambda")))
+    elif cfg.method == "mixoe":
+        losses = mixoe_step(model, raw, x, y, x_out, accelerator, op=str(cfg.method_option("mixoe_op")),
+                            alpha=float(cfg.method_option("mixoe_alpha")), beta=float(cfg.method_option("mixoe_beta")),
+                            rng=rng if rng is not None else np.random.default_rng(cfg.seed))
+    elif cfg.method == "ascood":
         losses = ascood_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator, accelerator=accelerator)
     elif cfg.method == "logitnorm":
         losses = logitnorm_step(model, x, y, accelerator, cfg.method_option("logitnorm_tau"))
@@ -312,8 +348,10 @@ def fit(
     on_epoch_end: EpochHook | None = None,
     on_step: StepHook | None = None,
     after_checkpoint: Callable[[EpochStats], None] | None = None,
+    outliers: Split | None = None,
 ) -> OODNet:
-    """Train (or resume) a run in `run_dir`; returns the unwrapped model.
+    """Train (or resume) a run in `run_dir`; returns the unwrapped model. OE and MixOE runs pass
+    their external `outliers` (stored like the benchmark's images).
 
     Per epoch: train, `on_epoch_end` (evaluation and result rows), checkpoint, then
     `after_checkpoint` — the last thing of the epoch, where a Tune report belongs: Tune may stop
@@ -353,20 +391,30 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad] + ([] if vos is None else list(vos.parameters()))
     vos_start = vos_start_epoch(cfg.method_option("vos_start"), cfg.epochs) if vos is not None else None
     preprocess = Preprocess(data, cfg.channels_last)
+    stream = None
+    if cfg.method in ("oe", "mixoe"):
+        if outliers is None:
+            raise ValueError(f"method {cfg.method} trains on external outliers; fit needs them (outliers=)")
+        factor = int(cfg.method_option("oe_batch_factor")) if cfg.method == "oe" else 1
+        stream = OutlierBatches(outliers, cfg.batch_size * factor, cfg.seed, accelerator.process_index, device)
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         sampler.use_epoch(epoch)
         torch.manual_seed(run_seed(cfg.seed, epoch, accelerator.process_index))
         generator = torch.Generator(device=device).manual_seed(run_seed(cfg.seed, epoch, accelerator.process_index))
+        host_rng = np.random.default_rng(run_seed(cfg.seed, epoch, accelerator.process_index))
+        out_batches = stream.epoch(epoch) if stream is not None else None
         alpha = alpha_at(epoch, cfg.epochs, cfg.alpha_max, cfg.alpha_min)
         model.train()
         sums = torch.zeros(4, device=device)
         for step, (images, y) in enumerate(loader):
             x = preprocess.train(images, generator)
+            x_out = preprocess.train(next(out_batches), generator) if out_batches is not None else None
             loss, ce, kl, alpha_eff = train_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator,
                                                  accelerator=accelerator, params=params, vos=vos,
-                                                 vos_active=vos is not None and epoch >= vos_start)
+                                                 vos_active=vos is not None and epoch >= vos_start, x_out=x_out,
+                                                 rng=host_rng)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

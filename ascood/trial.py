@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from ascood import storage
 from ascood.config import TrainConfig
 from ascood.data import load_benchmark
+from ascood.data.outliers import outliers_for
 from ascood.evaluate import Evaluator, grad_chunk
 from ascood.results import (
     RunLabels,
@@ -114,6 +115,8 @@ def run_trial(
     accelerator.wait_for_everyone()
     with accelerator.main_process_first():
         data = load_benchmark(cfg.benchmark, root=data_root, skip_corrupt=skip_corrupt)
+        outliers = None if cfg.outliers is None else outliers_for(data, cfg.outliers, image_root=cfg.outliers_root,
+                                                                  skip_corrupt=skip_corrupt)
     run_id = run_id_for(cfg)
     done = checkpoint_epoch(out_dir)
     rows = _kept_rows(results, run_id, done, labels)
@@ -166,7 +169,8 @@ def run_trial(
             on_rows(fresh_rows)
 
     try:
-        fit(cfg, data, out_dir, accelerator, on_epoch_end=epoch_end, on_step=on_step, after_checkpoint=after_checkpoint)
+        fit(cfg, data, out_dir, accelerator, on_epoch_end=epoch_end, on_step=on_step, after_checkpoint=after_checkpoint,
+            outliers=outliers)
     except RunFailed as exc:
         trial.status, trial.reason = "failed", str(exc)
         write("failed", str(exc))

@@ -44,7 +44,7 @@ def test_method_options_belong_to_their_method_and_leave_old_run_ids_alone():
     assert validate_config(dict(method="logitnorm", logitnorm_tau=0.5)).method_option("logitnorm_tau") == 0.5
     with pytest.raises(ValueError, match="an option of method t2fnorm, not of method ascood"):
         validate_config(dict(t2fnorm_tau=0.2))
-    with pytest.raises(ValueError, match="expected one of ascood, ce, logitnorm, t2fnorm, vos"):
+    with pytest.raises(ValueError, match="expected one of ascood, ce, logitnorm, t2fnorm, vos, oe, mixoe"):
         validate_config(dict(method="vos-typo"))
     assert "tau" not in config_json(validate_config({})) and "tau" not in config_json(validate_config(dict(method="ce")))
     assert set(METHODS) >= {"ascood", "ce", "logitnorm", "t2fnorm", "vos"}

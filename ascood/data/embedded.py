@@ -36,6 +36,10 @@ N_PHOTO_CROPS = 50
 N_NOISE = 300
 N_LETTERS = 600
 MIN_CROP_STD = 8.0
+OUTLIER_SKIMAGE = ("camera", "cell", "clock", "coins", "colorwheel", "horse", "immunohistochemistry", "logo", "moon",
+                   "page", "text")
+N_OUTLIER_CROPS = 160  # per source image
+OUTLIERS_VERSION = 1
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -78,13 +82,14 @@ def _resize(img: np.ndarray) -> np.ndarray:
 
 
 def _crops(img: np.ndarray, half: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n random square crops (side 32…96, capped by the image) from the left or right half.
+    """n random square crops (side 32…96, capped by the image) from the left or right half (or,
+    with `half="all"`, the whole image).
 
     Near-constant crops (the black sky of `hubble_deep_field`, the border of `retina`) are drawn
     again: they carry no content and would repeat across the val and test halves.
     """
     h, w = img.shape[:2]
-    x0, x1 = (0, w // 2) if half == "val" else (w // 2, w)
+    x0, x1 = {"val": (0, w // 2), "test": (w // 2, w), "all": (0, w)}[half]
     out: list[np.ndarray] = []
     while len(out) < n:
         side = int(rng.integers(SIZE, min(96, h, x1 - x0) + 1))
@@ -144,6 +149,40 @@ def _letters(n: int, rng: np.random.Generator) -> np.ndarray:
         crop = np.asarray(canvas)[SIZE // 2 : SIZE // 2 + SIZE, SIZE // 2 : SIZE // 2 + SIZE]
         out[i] = crop[None]
     return out
+
+
+def outlier_sources() -> dict[str, np.ndarray]:
+    """The images the embedded outlier set is cut from, by name: every natural image shipped in
+    scikit-image and matplotlib that no embedded OOD set uses (not `cat`: it is `chelsea`; not
+    `microaneurysms`: a retina, like `retina`; not matplotlib's portrait: a face, like `faces`)."""
+    import skimage.data
+    from matplotlib import cbook
+
+    out = {n: getattr(skimage.data, n)() for n in OUTLIER_SKIMAGE}
+    out["horse"] = out["horse"].astype(np.uint8) * 255
+    out["logo"] = out["logo"][..., :3]
+    out["stereo_motorcycle"] = skimage.data.stereo_motorcycle()[0]
+    with Image.open(cbook.get_sample_data("Minduka_Present_Blue_Pack.png")) as im:
+        out["minduka_present"] = np.asarray(im.convert("RGB"))
+    return out
+
+
+def ood_sources() -> dict[str, np.ndarray]:
+    """The images the embedded OOD sets are cut from (textures, photos, each face), by name."""
+    import skimage.data
+
+    out = {n: getattr(skimage.data, n)() for n in (*TEXTURES, *PHOTOS)}
+    out.update({f"lfw_subset[{i}]": f for i, f in enumerate(skimage.data.lfw_subset())})
+    return out
+
+
+def build_outliers(seed: int = 0) -> Split:
+    """The embedded external outlier set (for methods oe and mixoe): `N_OUTLIER_CROPS` crops of each
+    `outlier_sources()` image, drawn as the OOD sets' crops are, from a stream of their own.
+    No source image is shared with an OOD set (tests/test_outliers.py hashes both)."""
+    rng = np.random.default_rng([seed, 2])
+    sources = outlier_sources()
+    return _split(np.concatenate([_crops(sources[n], "all", N_OUTLIER_CROPS, rng) for n in sorted(sources)]))
 
 
 def _split(images: np.ndarray, labels: np.ndarray | None = None) -> Split:

@@ -73,6 +73,42 @@ def train_loader(split: Split, batch_size: int, seed: int, num_workers: int = 0,
     return loader, sampler
 
 
+class OutlierBatches:
+    """Batches of external outliers for one process, drawn without replacement pass after pass.
+
+    Each epoch's passes are permutations drawn from (seed, epoch, rank, pass) alone, so a resumed
+    run draws the same outliers, and each rank of a DDP run its own. Batches are gathered on the
+    host (NumPy) and copied to `device` without blocking when pinned.
+    """
+
+    def __init__(self, split: Split, batch_size: int, seed: int, rank: int, device: torch.device):
+        if len(split) == 0:
+            raise ValueError("an outlier set needs at least one image")
+        self.images = split.images.numpy()
+        self.batch_size = batch_size
+        self.seed, self.rank = seed, rank
+        self.device = device
+        self.pin = device.type == "cuda"
+
+    def epoch(self, epoch: int) -> Iterator[Tensor]:
+        """An endless stream of uint8 batches for `epoch` (each pass a fresh permutation)."""
+        n, pass_ = len(self.images), 0
+        order, at = np.zeros(0, dtype=np.int64), 0
+        while True:
+            idx = np.empty(0, dtype=np.int64)
+            while len(idx) < self.batch_size:
+                if at == len(order):
+                    state = np.random.SeedSequence([self.seed, epoch, self.rank, pass_]).generate_state(1)[0]
+                    g = torch.Generator().manual_seed(int(state))
+                    order, at, pass_ = torch.randperm(n, generator=g).numpy(), 0, pass_ + 1
+                take = order[at : at + self.batch_size - len(idx)]
+                idx, at = np.concatenate([idx, take]), at + len(take)
+            batch = torch.from_numpy(self.images[idx])
+            if self.pin:
+                batch = batch.pin_memory()
+            yield batch.to(self.device, non_blocking=self.pin)
+
+
 def eval_loader(split: Split, batch_size: int, num_workers: int = 0, *, pin_memory: bool = False) -> DataLoader:
     return DataLoader(SplitDataset(split), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       collate_fn=_batch, pin_memory=pin_memory)

@@ -16,7 +16,8 @@ class Method:
     summary: str
     feature_norm: str  # the head's normalization unless the run sets `feature_norm`
     norm_at_eval: bool = True  # False: the head normalizes in training only (T2FNorm)
-    options: dict[str, float] = field(default_factory=dict)  # config field → the paper's default (an int where integral)
+    options: dict[str, float | str] = field(default_factory=dict)  # config field → the paper's default
+    external_outliers: bool = False  # trains on the run's `outliers` (OE, MixOE)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -31,7 +32,15 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            # the authors' CIFAR defaults; the start is a fraction of the run (their epoch 40 of 100)
            options={"vos_sample_number": 1000, "vos_sample_from": 10000, "vos_select": 1, "vos_loss_weight": 0.1,
                     "vos_start": 0.4}),
+    Method("oe", "Outlier Exposure (Hendrycks et al., ICLR 2019): CE + λ·KL(U‖p) on a batch of external outliers",
+           "none", options={"oe_lambda": 0.5, "oe_batch_factor": 2}, external_outliers=True),
+    Method("mixoe", "MixOE (Zhang et al., WACV 2023): CE + β·soft CE on ID images mixed with external outliers, "
+           "targets mixed between the label and uniform", "none",
+           # the authors' cutmix setting (scripts/train.sh: α 2, β 5; with mixup they use α 1)
+           options={"mixoe_op": "cutmix", "mixoe_alpha": 2.0, "mixoe_beta": 5.0}, external_outliers=True),
 )}
+
+OUTLIER_METHODS = tuple(m.name for m in METHODS.values() if m.external_outliers)
 
 
 def method_options() -> tuple[str, ...]:
