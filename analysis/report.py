@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import AnalysisInputError, load_sweeps, setting_id
+from ascood.comparison import ASCOOD_PICK, delta_text, method_comparison
 from ascood.config import validate_config
 from ascood.gain import DEFAULT_FLOOR
 from ascood.results import METRICS, SETTING_COLUMNS, select
@@ -48,6 +49,7 @@ class Report:
     incomplete: list[str] = field(default_factory=list)  # settings left out: not measured on every dataset
     importance: dict[str, dict[str, float]] = field(default_factory=dict)
     plots: dict[str, Path] = field(default_factory=dict)
+    comparison: pd.DataFrame | None = None  # ASCOOD's pick against the baseline methods (ascood.comparison)
 
     @property
     def pick(self) -> str | None:
@@ -306,6 +308,9 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 9999) -
         report.plots["joint"] = joint_plot(report.joint, [d for d in datasets if d in report.joint.columns], top,
                                            out_dir / "joint.png")
     report.importance = importance(outputs, datasets)
+    if not select(df, stage="comparison").empty:
+        report.comparison = method_comparison(df, objective)
+        report.comparison.to_csv(out_dir / "comparison.csv", index=False)
     if not select(df, stage="search", completed=True).empty:
         report.plots["marginal"] = marginal_plot(df, objective, out_dir / "marginal.png")
         report.plots["pareto"] = pareto_plot(df, objective, out_dir / "pareto.png")
@@ -388,6 +393,7 @@ def summary_json(r: Report) -> str:
         "robust_trials": None if r.joint is None else json.loads(r.joint.to_json(orient="records")),
         "left_out_incomplete_settings": r.incomplete,
         "importance": r.importance,
+        "method_comparison": None if r.comparison is None else json.loads(r.comparison.to_json(orient="records")),
     }
     return json.dumps(data, indent=2)
 
@@ -400,6 +406,26 @@ HEADERS = {
 
 def _pm(mean: float, std: float) -> str:
     return f"{mean:.1f} ± {std:.1f}"
+
+
+def comparison_html(c: pd.DataFrame, o: Objective, table) -> list[str]:
+    """The method-comparison section: per dataset, one row per OOD group and method."""
+    parts = ["<h2>ASCOOD against the baseline methods</h2>",
+             f"<p>Test metrics of <b>{html.escape(o.scorer)}</b>, mean ± std (population) over seeds. "
+             f"{html.escape(ASCOOD_PICK)} is each dataset's final stage (its own search's best setting on validation); "
+             "every baseline trains with the same seeds, and Δ = baseline − pick is the mean paired difference in points "
+             "with its 95% t interval (for FPR@95, lower is better: a negative Δ favours the baseline).</p>"]
+    for benchmark, g in c.groupby("benchmark", sort=False):
+        show = pd.DataFrame({
+            "OOD group": g["group"], "method": g["method"], "seeds": g["seeds"],
+            "test AUROC": [_pm(a, b) for a, b in zip(g["auroc"], g["auroc_std"], strict=True)],
+            "Δ AUROC [95%]": [delta_text(*x) for x in g[["delta_auroc", "delta_auroc_low", "delta_auroc_high"]].to_numpy()],
+            "test FPR@95": [_pm(a, b) for a, b in zip(g["fpr95"], g["fpr95_std"], strict=True)],
+            "Δ FPR@95 [95%]": [delta_text(*x) for x in g[["delta_fpr95", "delta_fpr95_low", "delta_fpr95_high"]].to_numpy()],
+            "ID acc": [_pm(a, b) for a, b in zip(g["id_accuracy"], g["id_accuracy_std"], strict=True)],
+        })
+        parts += [f"<h3>{html.escape(str(benchmark))}</h3>", table(show)]
+    return parts
 
 
 def render_html(r: Report) -> str:
@@ -487,6 +513,8 @@ def render_html(r: Report) -> str:
                              "test ID acc": c["test_id_accuracy"].map(lambda x: f"{x:.1f}"), "seeds": c["seeds"]})
         parts += ["<h2>Every candidate on every dataset (test, mean ± std over seeds)</h2>",
                   table(test.sort_values(["dataset", "label"]))]
+    if r.comparison is not None:
+        parts += comparison_html(r.comparison, o, table)
     per = r.per_dataset.rename(columns=lambda c: HEADERS.get(c, c.replace("final_test_", "final test ").replace("_std", " std")))
     parts += ["<h2>Per dataset: the validation-selected setting of its own search</h2>", table(per)]
     if r.importance:

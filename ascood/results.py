@@ -28,13 +28,13 @@ if TYPE_CHECKING:
     from ascood.evaluate import SplitResult
     from ascood.scorers import Scorer
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Columns each version added, and what an older file's rows hold there (they predate the column).
 ADDED_IN = {
     "scorer_error": (2, None), "alpha_scale": (2, "absolute"), "alpha_eff": (2, None),
-    "norm_gain": (3, None), "reused_from": (3, None),
+    "norm_gain": (3, None), "reused_from": (3, None), "method_options": (4, "{}"),
 }
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
 STATUSES = ("running", "completed", "stopped-early", "failed")
 # What names one setting of the method (what the cross-setting analysis compares).
 SETTING_COLUMNS = ("alpha_max", "alpha_min", "p_inv", "lam", "sigma", "ood_type", "lr", "alpha_scale")
@@ -52,6 +52,7 @@ SCHEMA = pa.schema(
         ("setting", pa.string()),
         ("embedded", pa.bool_()),
         ("method", pa.string()),
+        ("method_options", pa.string()),
         ("backbone", pa.string()),
         ("seed", pa.int64()),
         ("epoch", pa.int32()),
@@ -128,6 +129,18 @@ def run_id_for(cfg: TrainConfig) -> str:
     return f"{cfg.benchmark}-{cfg.method}-seed{cfg.seed}-{digest}"
 
 
+def method_options_json(cfg: TrainConfig) -> str:
+    """The run's method options as used (the paper's default where unset), and its outlier source:
+    `{}` for ASCOOD and CE, whose settings have columns of their own."""
+    from ascood.method.registry import METHODS
+
+    method = METHODS[cfg.method]
+    options = {name: cfg.method_option(name) for name in method.options}
+    if method.external_outliers:
+        options["outliers"] = cfg.outliers
+    return json.dumps(options, sort_keys=True)
+
+
 def run_columns(cfg: TrainConfig, benchmark: str, setting: str, embedded: bool, run_id: str,
                 labels: RunLabels) -> dict:
     """The columns every row of a run shares: identity, labels and hyperparameters. `benchmark`
@@ -135,7 +148,8 @@ def run_columns(cfg: TrainConfig, benchmark: str, setting: str, embedded: bool, 
     return {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "sweep": labels.sweep, "trial_id": labels.trial_id,
         "stage": labels.stage, "benchmark": benchmark, "setting": setting, "embedded": embedded,
-        "method": cfg.method, "backbone": cfg.backbone, "seed": cfg.seed, "epochs": cfg.epochs,
+        "method": cfg.method, "method_options": method_options_json(cfg), "backbone": cfg.backbone, "seed": cfg.seed,
+        "epochs": cfg.epochs,
         "fpr_convention": cfg.fpr_convention, "alpha_max": cfg.alpha_max, "alpha_min": cfg.alpha_min,
         "alpha_scale": cfg.alpha_scale,
         "p_inv": cfg.p_inv, "lam": cfg.lam, "sigma": cfg.sigma, "ood_type": cfg.ood_type,

@@ -196,7 +196,7 @@ def print_summary(console: Console, out: Path | str, *, as_json: bool = False) -
     from ascood import storage
     from ascood.storage import read_text
     from ascood.sweep.spec import SweepFileError, load_sweep
-    from ascood.sweep.summary import summarize, summary_json, summary_table
+    from ascood.sweep.summary import comparison_table, summarize, summary_json, summary_table
 
     text = read_text(storage.join(out, "sweep.yaml"))  # a local directory or an s3:// gs:// output
     if text is None:
@@ -213,6 +213,9 @@ def print_summary(console: Console, out: Path | str, *, as_json: bool = False) -
         print(summary_json(summaries))
     else:
         console.print(summary_table(summaries, spec.objective, spec.name))
+        compared = comparison_table(storage.join(out, "results"), spec.objective)
+        if compared is not None:
+            console.print(compared)
     return 0
 
 

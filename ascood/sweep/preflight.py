@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ascood import storage
 from ascood.choices import expected_one_of
-from ascood.data import load_benchmark
+from ascood.data import DatasetError, load_benchmark
 from ascood.models import WeightsError, create_model
 from ascood.sweep.errors import SweepSetupError
 from ascood.sweep.objective import ood_selection_names
@@ -64,12 +64,28 @@ def check_datasets(spec: SweepSpec, *, skip_corrupt: bool = False) -> None:
                              weights=Path(defaults["weights"]).expanduser())
             except WeightsError as exc:
                 raise SweepSetupError(f"datasets ({d.benchmark}): trial.weights: {exc}") from None
+        _check_outliers(spec, d.benchmark, data, skip_corrupt)
         names = ood_selection_names([(o.name, o.group) for o in data.ood])
         if spec.objective.ood not in names:
             raise SweepSetupError(
                 f"objective.ood: {spec.objective.ood!r} is neither a group nor a set of {d.benchmark} "
                 f"({expected_one_of(sorted(names), spec.objective.ood)})"
             )
+
+
+def _check_outliers(spec: SweepSpec, benchmark: str, data, skip_corrupt: bool) -> None:
+    """The oe/mixoe baselines' outliers are readable and share no image with the dataset."""
+    from ascood.data.outliers import outliers_for
+    from ascood.method.registry import METHODS
+
+    users = [b.method for b in spec.baselines if METHODS[b.method].external_outliers]
+    if not users or spec.outliers is None:
+        return
+    root = Path(spec.outliers_root).expanduser() if spec.outliers_root else None
+    try:
+        outliers_for(data, spec.outliers, image_root=root, skip_corrupt=skip_corrupt)
+    except DatasetError as exc:
+        raise SweepSetupError(f"outliers (baselines {', '.join(users)} on {benchmark}): {exc}") from None
 
 
 def check_precision(spec: SweepSpec, benchmark: str, mixed_precision: str, *, gpu_bf16: bool | None = None) -> None:

@@ -7,7 +7,16 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ascood.choices import one_of, printable
 from ascood.config import ConfigError, TrainConfig, field_name, validate_config
@@ -209,6 +218,46 @@ class Robust(Strict):
     gain_floor: Float = Field(1.0, gt=0, le=100)  # metric points: the smallest headroom a gain is divided by
 
 
+class Baseline(Strict):
+    """A training method compared with ASCOOD on every dataset, with the final stage's seeds; its
+    options are fixed (a method's own, e.g. `oe_lambda`, or any trial option)."""
+
+    method: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        from ascood.method.registry import METHODS
+
+        one_of(v, METHODS, "method")
+        if v == "ascood":
+            raise ValueError("ascood is what the sweep searches; a baseline is another method")
+        return v
+
+    @property
+    def label(self) -> str:
+        if not self.options:
+            return self.method
+        return f"{self.method} (" + ", ".join(f"{k}={v}" for k, v in sorted(self.options.items())) + ")"
+
+
+def _baseline_entries(v: Any) -> Any:
+    """`ce` or `{oe: {oe_lambda: 1.0}}` → {method, options}."""
+    if not isinstance(v, list):
+        return v
+    out = []
+    for item in v:
+        if isinstance(item, dict) and len(item) == 1 and "method" not in item:
+            (name, options), = item.items()
+            out.append({"method": name, "options": options if options is not None else {}})
+        elif isinstance(item, str):
+            out.append({"method": item})
+        else:
+            out.append(item)
+    return out
+
+
 class DatasetSpec(Strict):
     benchmark: str
     setting: Literal["spurious", "fine-grained", "conventional"] | None = None
@@ -232,9 +281,15 @@ class SweepSpec(Strict):
     final: Final | None = Final()
     transfer: Transfer | None = None
     robust: Robust | None = None
+    baselines: Annotated[list[Baseline], BeforeValidator(_baseline_entries)] = Field(default_factory=list)
+    outliers: str | None = None  # the external outliers of the oe and mixoe baselines (`embedded`, a folder, a list)
+    outliers_root: str | None = None  # the image root of an OpenOOD image list given as `outliers`
 
     @model_validator(mode="after")
     def _unique(self) -> SweepSpec:
+        labels = [b.label for b in self.baselines]
+        if len(set(labels)) != len(labels):
+            raise ValueError("baselines: each method (with its options) may appear once")
         names = [d.benchmark for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError("each benchmark may appear once in datasets")
@@ -307,6 +362,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
                                  f"alpha_scale ({d.benchmark})")
     if spec.robust is not None:
         _check_robust(path, spec)
+    _check_baselines(path, spec)
     return spec, hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -326,6 +382,55 @@ def _check_robust(path: Path, spec: SweepSpec) -> None:
         if cfg.method != "ascood":
             raise SweepFileError(f"{path}: robust.trial.method: the robust stage searches ASCOOD's settings, got "
                                  f"{cfg.method}")
+
+
+def _check_baselines(path: Path, spec: SweepSpec) -> None:
+    """Every baseline's config is valid on every dataset; `outliers` is for the oe/mixoe baselines."""
+    from ascood.method.registry import METHODS
+
+    wants = [b for b in spec.baselines if METHODS[b.method].external_outliers]
+    if spec.outliers is not None and not wants:
+        raise SweepFileError(f"{path}: outliers: only the oe and mixoe baselines train on external outliers, and "
+                             "baselines names neither")
+    if spec.outliers_root is not None and spec.outliers is None:
+        raise SweepFileError(f"{path}: outliers_root: the image root of `outliers`, which is not given")
+    for i, b in enumerate(spec.baselines):
+        for d in spec.datasets:
+            try:
+                baseline_config(spec, d, b, seed=0)
+            except ConfigError as exc:
+                msg = str(exc).lstrip("-")
+                if msg.startswith("outliers: method"):
+                    msg = f"outliers: baseline {b.method} trains on external outliers; give the sweep's outliers:"
+                raise SweepFileError(f"{path}: baselines[{i}] ({b.method}) on {printable(d.benchmark)}: {msg}") from None
+
+
+def baseline_candidate(spec: SweepSpec, baseline: Baseline) -> dict:
+    """What a comparison trial sets on top of the dataset's trial defaults: the method with its own
+    head normalization (whatever ASCOOD's trials use), its outliers, its fixed options."""
+    from ascood.method.registry import METHODS
+
+    method = METHODS[baseline.method]
+    candidate: dict[str, Any] = {"method": method.name, "feature_norm": method.feature_norm}
+    if method.external_outliers and spec.outliers is not None:  # local paths made absolute: trials run elsewhere
+        candidate["outliers"] = spec.outliers if spec.outliers == "embedded" else _absolute(spec.outliers)
+        if spec.outliers_root is not None:
+            candidate["outliers_root"] = _absolute(spec.outliers_root)
+    candidate.update(normalize_trial_keys(baseline.options))
+    return candidate
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().absolute())
+
+
+def baseline_config(spec: SweepSpec, dataset: DatasetSpec, baseline: Baseline, seed: int) -> TrainConfig:
+    return validate_config({**trial_defaults(spec, dataset), **baseline_candidate(spec, baseline), "seed": seed})
+
+
+def comparison_seeds(spec: SweepSpec) -> list[int]:
+    """The baselines' seeds: the final stage's (paired with the ASCOOD pick's runs)."""
+    return list((spec.final or Final()).seeds)
 
 
 def robust_space(spec: SweepSpec) -> Space:

@@ -29,6 +29,8 @@ from ascood.sweep.searcher import make_searcher
 from ascood.sweep.spec import (
     DatasetSpec,
     SweepSpec,
+    baseline_candidate,
+    comparison_seeds,
     grid_size,
     normalize_trial_keys,
     robust_space,
@@ -153,6 +155,15 @@ def _final_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Pla
 CE_CANDIDATE = {"method": "ce", "feature_norm": "none"}
 
 
+def _comparison_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Plan:
+    """Every baseline method of the sweep file on the dataset with the final seeds (paired with the
+    ASCOOD pick's final runs); a run identical to one of another stage (CE) is reused, not retrained."""
+    candidates = [baseline_candidate(ctx.spec, b) for b in ctx.spec.baselines]
+    seeds = comparison_seeds(ctx.spec)
+    return Plan(trials=len(candidates) * len(seeds),
+                param_space={"candidate": tune.grid_search(candidates), "seed": tune.grid_search(seeds)})
+
+
 def _baseline_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Plan:
     """Plain CE on the dataset with the robust stage's seed: what its normalized gains are over."""
     return Plan(trials=1, param_space={"candidate": CE_CANDIDATE, "seed": ctx.spec.robust.seed})
@@ -264,10 +275,11 @@ def _transfer_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> 
 
 SEARCH = Stage("search", enabled=lambda spec: True, plan=_search_plan)
 FINAL = Stage("final", enabled=lambda spec: spec.final is not None, plan=_final_plan)
+COMPARISON = Stage("comparison", enabled=lambda spec: bool(spec.baselines), plan=_comparison_plan)
 BASELINE = Stage("baseline", enabled=lambda spec: spec.robust is not None, plan=_baseline_plan)
 ROBUST = Stage("robust", enabled=lambda spec: spec.robust is not None, plan=_robust_plan, after_all=True, joint=True)
 TRANSFER = Stage("transfer", enabled=lambda spec: spec.transfer is not None, plan=_transfer_plan, after_all=True)
-STAGES = (SEARCH, FINAL, BASELINE, ROBUST, TRANSFER)
+STAGES = (SEARCH, FINAL, COMPARISON, BASELINE, ROBUST, TRANSFER)
 
 
 def run_stages(ctx: StageContext, stages: tuple[Stage, ...] = STAGES) -> None:

@@ -156,3 +156,36 @@ def summary_json(summaries: list[DatasetSummary]) -> str:
         },
         "final": {k: {"mean": m, "std": sd} for k, (m, sd) in s.final.items()}, "final_seeds": s.final_seeds,
     } for s in summaries], indent=2)
+
+
+def comparison_table(results_dir: str, objective: Objective) -> Table | None:
+    """The method comparison (`ascood.comparison`) over all OOD sets, one row per dataset and method;
+    None without a comparison stage."""
+    from ascood.comparison import ALL, ASCOOD_PICK, delta_text, method_comparison
+
+    df = _load(results_dir)
+    if df.empty or select(df, stage="comparison").empty:
+        return None
+    table = method_comparison(df, objective)
+    if table.empty:
+        return None
+    out = Table(title="ASCOOD against the baseline methods (test, all OOD sets)")
+    for col in ("dataset", "method", "seeds", "test AUROC", "Δ AUROC [95%]", "test FPR@95", "Δ FPR@95 [95%]", "ID acc"):
+        out.add_column(col, justify="left" if col in ("dataset", "method") else "right")
+    rows = table[table["group"] == ALL]
+    for i, (_, r) in enumerate(rows.iterrows()):
+        last = i == len(rows) - 1 or rows.iloc[i + 1]["benchmark"] != r["benchmark"]
+        out.add_row(
+            escape(str(r["benchmark"])), escape(str(r["method"])), str(r["seeds"]),
+            f"{r['auroc']:.1f}±{r['auroc_std']:.1f}", delta_text(r["delta_auroc"], r["delta_auroc_low"], r["delta_auroc_high"]),
+            f"{r['fpr95']:.1f}±{r['fpr95_std']:.1f}", delta_text(r["delta_fpr95"], r["delta_fpr95_low"], r["delta_fpr95_high"]),
+            f"{r['id_accuracy']:.1f}", end_section=last,
+        )
+    embedded = bool(df["embedded"].any())
+    out.caption = "\n".join([
+        f"scorer {objective.scorer}; mean±std (population) over seeds; Δ = method − {ASCOOD_PICK} (the final stage: "
+        "the search's best setting), paired by seed, 95% t interval; per OOD group: ascood-sweep report",
+        *(["embedded benchmarks: a demo and test bed, not results on the paper's benchmarks"] if embedded else []),
+    ])
+    out.caption_justify = "left"
+    return out
