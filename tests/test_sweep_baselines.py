@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_sweep import BENCHMARK, _cli, _results, _sweep_file
+from test_sweep import BENCHMARK, _cli, _results, _study, _sweep_file
 
 from ascood.comparison import ASCOOD_PICK, method_comparison, paired_interval
 from ascood.sweep.spec import Objective, SweepFileError, load_sweep
@@ -119,3 +119,33 @@ def test_real_sweep_files_name_every_baseline_and_the_quickstart_at_least_three(
     quick, _ = load_sweep(root / "quickstart.yaml")
     assert {"ce", "oe", "logitnorm"} <= {b.method for b in quick.baselines} and quick.outliers == "embedded"
     assert yaml.safe_load((root / "quickstart.yaml").read_text())["baselines"]
+
+
+@pytest.mark.parametrize("space, expected", [
+    ({"oe_lambda": {"low": 0.1, "high": 1.0}}, "space.oe_lambda: an option of method oe, and the trials on cmnist[classes=2] "
+                                               "train method ascood"),
+    ({"oe_batch_factor": {"low": 1.0, "high": 2.5}}, "space.oe_batch_factor: oe_batch_factor takes integers"),
+    ({"mixoe_op": {"choices": ["mixup", "blend"]}}, "space.mixoe_op: "),
+    ({"vos_start": {"low": 0.0, "high": 1.5}}, "space.vos_start: "),
+])
+def test_a_searched_method_option_is_checked_against_its_method_and_domain(tmp_path, space, expected):
+    with pytest.raises(SweepFileError) as err:
+        load_sweep(_sweep_file(tmp_path, space=space))
+    assert expected in str(err.value), str(err.value)
+
+
+def test_a_baseline_methods_options_are_searched_like_ascoods(tmp_path):
+    """`trial.method: oe` and a space over its options: Optuna samples them (integers as integers),
+    every trial trains with its sample, and the results record the options used."""
+    path = _sweep_file(tmp_path, trial={"method": "oe", "outliers": "embedded"}, final=None, num_samples=2,
+                       space={"oe_lambda": {"low": 0.1, "high": 2.0, "log": True},
+                              "oe_batch_factor": {"low": 1, "high": 3}})
+    proc = _cli(path, "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = _results(tmp_path).drop_duplicates("trial_id")
+    trials = [t for t in _study(tmp_path).trials if t.state.name == "COMPLETE"]
+    assert len(trials) == 2 == len(df) and (df["method"] == "oe").all()
+    used = sorted((o["oe_lambda"], o["oe_batch_factor"]) for o in df["method_options"].map(json.loads))
+    sampled = sorted((t.params["oe_lambda"], t.params["oe_batch_factor"]) for t in trials)
+    np.testing.assert_allclose(np.array(used), np.array(sampled), rtol=1e-12)
+    assert all(isinstance(b, int) for _, b in sampled)

@@ -10,14 +10,17 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ascood.sweep.outcome import GAIN_PREFIX, trial_outcome
 from ascood.sweep.paths import OPTUNA_TRIAL
-from ascood.sweep.spec import Algorithm, Dimension, Space
+from ascood.sweep.spec import Algorithm, Dimension, Space, integer_dimension
 
 
 def suggest(trial: optuna.Trial, dims: dict[str, Dimension]) -> None:
-    """Define-by-run space: floats (log where asked) and categorical choices."""
+    """Define-by-run space: floats (log where asked), integers for integer method options, and
+    categorical choices."""
     for name, dim in dims.items():
         if dim.choices is not None:
             trial.suggest_categorical(name, dim.choices)
+        elif integer_dimension(name):
+            trial.suggest_int(name, int(dim.low), int(dim.high), log=dim.log)
         else:
             trial.suggest_float(name, dim.low, dim.high, log=dim.log)
 

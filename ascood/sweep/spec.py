@@ -22,12 +22,14 @@ from ascood.choices import one_of, printable
 from ascood.config import ConfigError, TrainConfig, field_name, validate_config
 from ascood.domains import SPACE_DOMAINS, Float, Int, Seed, check_value
 from ascood.gain import BEST_VALUE, MINIMIZED
+from ascood.method.registry import METHODS, method_options, option_owner
 from ascood.method.synthesis import SYNTHESIS_KINDS
 from ascood.yamlfile import YamlFileError, read_mapping, read_text
 
 OBJECTIVE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy")
 
-SEARCHABLE = ("alpha", "alpha_min_ratio", "p_inv", "lam", "sigma", "ood_type", "lr")
+# ASCOOD's parameters, then every training method's own options (searched when the trials train it)
+SEARCHABLE = ("alpha", "alpha_min_ratio", "p_inv", "lam", "sigma", "ood_type", "lr", *method_options())
 
 
 class Strict(BaseModel):
@@ -70,6 +72,19 @@ class Space(Strict):
     sigma: Dimension | None = None
     ood_type: Dimension | None = None
     lr: Dimension | None = None
+    # the baseline methods' options (ascood.method.registry), searched when the trials train that method
+    logitnorm_tau: Dimension | None = None
+    t2fnorm_tau: Dimension | None = None
+    vos_sample_number: Dimension | None = None
+    vos_sample_from: Dimension | None = None
+    vos_select: Dimension | None = None
+    vos_loss_weight: Dimension | None = None
+    vos_start: Dimension | None = None
+    oe_lambda: Dimension | None = None
+    oe_batch_factor: Dimension | None = None
+    mixoe_op: Dimension | None = None
+    mixoe_alpha: Dimension | None = None
+    mixoe_beta: Dimension | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -80,6 +95,8 @@ class Space(Strict):
         if dim is None:
             return dim
         name = info.field_name
+        if option_owner(name) is not None:
+            return _option_dimension(name, dim)
         if name == "ood_type":
             if dim.choices is None:
                 raise ValueError("ood_type is searched over choices")
@@ -97,6 +114,28 @@ class Space(Strict):
 
     def dimensions(self) -> dict[str, Dimension]:
         return {k: v for k in SEARCHABLE if (v := getattr(self, k)) is not None}
+
+
+def integer_dimension(name: str) -> bool:
+    """Whether a searched method option takes integers (queue lengths, batch factors)."""
+    return option_owner(name) is not None and isinstance(METHODS[option_owner(name)].options[name], int)
+
+
+def _option_dimension(name: str, dim: Dimension) -> Dimension:
+    """Every value a method option's dimension can take is one its method accepts (checked by the
+    run config itself, with the words of a bad flag)."""
+    owner = option_owner(name)
+    values = dim.choices if dim.choices is not None else [dim.low, dim.high]
+    if dim.choices is None and integer_dimension(name) and not (float(dim.low).is_integer() and float(dim.high).is_integer()):
+        raise ValueError(f"{name} takes integers: expected integral low and high, got {dim.low:g}, {dim.high:g}")
+    outliers = {"outliers": "embedded"} if METHODS[owner].external_outliers else {}
+    for v in values:
+        v = int(v) if integer_dimension(name) and isinstance(v, float) and v.is_integer() else v
+        try:
+            validate_config({"method": owner, name: v, **outliers})
+        except ConfigError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from None
+    return dim
 
 
 class Algorithm(Strict):
@@ -360,6 +399,11 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
         if cfg.alpha_scale == "relative" and kinds is not None and "shuffle" in kinds.choices:
             raise SweepFileError(f"{path}: space.ood_type: shuffle has no α, so it cannot be searched with a relative "
                                  f"alpha_scale ({d.benchmark})")
+        for name in space_for(spec, d).dimensions():
+            owner = option_owner(name)
+            if owner is not None and owner != cfg.method:
+                raise SweepFileError(f"{path}: space.{name}: an option of method {owner}, and the trials on "
+                                     f"{printable(d.benchmark)} train method {cfg.method} (set trial.method)")
     if spec.robust is not None:
         _check_robust(path, spec)
     _check_baselines(path, spec)
