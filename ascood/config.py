@@ -94,7 +94,7 @@ class TrainConfig(BaseModel):
     def _method(cls, v: str) -> str:
         from ascood.method.registry import METHODS
 
-        return one_of(v, METHODS, "method")
+        return one_of(v, METHODS)
 
     @model_validator(mode="after")
     def _options_of_the_method(self) -> TrainConfig:

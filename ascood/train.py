@@ -312,12 +312,14 @@ def train_step(
     OE and MixOE runs the step's external outliers (preprocessed) and MixOE a host generator."""
     if cfg.method in ("oe", "mixoe") and x_out is None:
         raise ValueError(f"a {cfg.method} step needs its external outliers (x_out=)")
+    if cfg.method == "mixoe" and rng is None:
+        raise ValueError("a mixoe step needs the epoch's host generator (rng=) for its mixing draws")
     if cfg.method == "oe":
         losses = oe_step(model, x, y, x_out, accelerator, float(cfg.method_option("oe_lambda")))
     elif cfg.method == "mixoe":
         losses = mixoe_step(model, raw, x, y, x_out, accelerator, op=str(cfg.method_option("mixoe_op")),
                             alpha=float(cfg.method_option("mixoe_alpha")), beta=float(cfg.method_option("mixoe_beta")),
-                            rng=rng if rng is not None else np.random.default_rng(cfg.seed))
+                            rng=rng)
     elif cfg.method == "ascood":
         losses = ascood_step(model, raw, x, y, cfg=cfg, alpha=alpha, generator=generator, accelerator=accelerator)
     elif cfg.method == "logitnorm":

@@ -132,7 +132,7 @@ def test_robust_stage_bad_input(tmp_path, capsys, change, needle):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--method", "vos2"], "--method: method: expected one of ascood, ce, logitnorm, t2fnorm, vos, got 'vos2'"),
+    (["--method", "vos2"], "--method: expected one of ascood, ce, logitnorm, t2fnorm, vos, oe, mixoe, got 'vos2'"),
     (["--method", "ce", "--logitnorm-tau", "0.1"], "--logitnorm-tau: an option of method logitnorm, not of method ce"),
     (["--method", "t2fnorm", "--t2fnorm-tau", "0"], "--t2fnorm-tau: Input should be greater than 0"),
 ])

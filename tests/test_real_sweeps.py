@@ -38,10 +38,30 @@ def _shrunk(sweep: str, out: Path, root: Path, via: str) -> Path:
     for key in ("scheduler", "transfer"):
         spec.pop(key, None)
     spec["final"] = None
+    if sweep == "finegrained":  # every baseline method on real-format data, outliers from a folder
+        spec["final"] = {"seeds": [0]}
+        spec["outliers"] = str(write_outlier_folder(out.parent / "outliers"))
+    else:
+        spec.pop("baselines")
+        spec.pop("outliers")
     spec["resources"] = {"processes_per_trial": 1, "cpus_per_process": 1, "gpus_per_process": 0, "max_concurrent_trials": 2}
     path = out.parent / f"{sweep}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+def write_outlier_folder(folder: Path, n: int = 24) -> Path:
+    """External outliers for the oe/mixoe baselines: smooth random colour fields, JPEG and PNG."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        small = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((48, 40), Image.BILINEAR)
+        img.save(folder / (f"{i}.jpg" if i % 2 else f"{i}.png"))
+    return folder
 
 
 @pytest.mark.slow
@@ -62,6 +82,11 @@ def test_real_sweep_file_runs_on_fixture_data(tmp_path, sweep, layouts, via):
     from ascood.data import load_benchmark
     from ascood.data.real import definitions
 
+    if spec.get("baselines"):
+        compared = df[df["stage"] == "comparison"].drop_duplicates("trial_id")
+        assert sorted(compared["method"]) == sorted(
+            ["ce", "oe", "logitnorm", "t2fnorm", "vos", "mixoe"] * len(layouts))
+        df = df[df["stage"] == "search"]
     for name in layouts:
         rows = df[df["benchmark"] == f"{name}[size=32]"]
         assert rows["trial_id"].nunique() == 2

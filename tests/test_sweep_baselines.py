@@ -149,3 +149,8 @@ def test_a_baseline_methods_options_are_searched_like_ascoods(tmp_path):
     sampled = sorted((t.params["oe_lambda"], t.params["oe_batch_factor"]) for t in trials)
     np.testing.assert_allclose(np.array(used), np.array(sampled), rtol=1e-12)
     assert all(isinstance(b, int) for _, b in sampled)
+
+
+def test_baselines_without_a_final_stage_are_refused(tmp_path):
+    with pytest.raises(SweepFileError, match="baselines: they are compared with the final stage's runs"):
+        load_sweep(_sweep_file(tmp_path, baselines=["ce"], final=None))

@@ -269,7 +269,7 @@ class Baseline(Strict):
     def _method(cls, v: str) -> str:
         from ascood.method.registry import METHODS
 
-        one_of(v, METHODS, "method")
+        one_of(v, METHODS)
         if v == "ascood":
             raise ValueError("ascood is what the sweep searches; a baseline is another method")
         return v
@@ -329,6 +329,8 @@ class SweepSpec(Strict):
         labels = [b.label for b in self.baselines]
         if len(set(labels)) != len(labels):
             raise ValueError("baselines: each method (with its options) may appear once")
+        if self.baselines and self.final is None:
+            raise ValueError("baselines: they are compared with the final stage's runs, seed by seed; give final: {seeds: [...]}")
         names = [d.benchmark for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError("each benchmark may appear once in datasets")
@@ -474,7 +476,8 @@ def baseline_config(spec: SweepSpec, dataset: DatasetSpec, baseline: Baseline, s
 
 def comparison_seeds(spec: SweepSpec) -> list[int]:
     """The baselines' seeds: the final stage's (paired with the ASCOOD pick's runs)."""
-    return list((spec.final or Final()).seeds)
+    assert spec.final is not None, "validated: baselines need a final stage"
+    return list(spec.final.seeds)
 
 
 def robust_space(spec: SweepSpec) -> Space:
