@@ -36,6 +36,8 @@ def reference_style(evaluator: Evaluator, model, scorers) -> None:
         best, best_auroc = None, -np.inf
         for point in type(scorer).grid_points():
             cand = type(scorer)(**{**scorer.params(), **point})
+            if cand.needs_input and getattr(cand, "needs_reference", False):  # AdaSCALE's ID-validation CDF
+                cand.set_reference(*evaluator._reference(cand, model))
             outputs = evaluator.all_outputs(model, train=cand.needs_train)
             cand.setup(outputs.get(("train", "id")), model.head)
             id_s = evaluator.score(cand, model, ("val", "id"), outputs).numpy()
@@ -43,6 +45,8 @@ def reference_style(evaluator: Evaluator, model, scorers) -> None:
             auroc = ood_metrics(id_s, ood_s).auroc
             if auroc > best_auroc:
                 best, best_auroc = cand, auroc
+        if best.needs_input and getattr(best, "needs_reference", False):
+            best.set_reference(*evaluator._reference(best, model))
         outputs = evaluator.all_outputs(model, train=best.needs_train)
         for key in outputs:
             if key[0] != "train":
