@@ -154,3 +154,10 @@ def test_a_baseline_methods_options_are_searched_like_ascoods(tmp_path):
 def test_baselines_without_a_final_stage_are_refused(tmp_path):
     with pytest.raises(SweepFileError, match="baselines: they are compared with the final stage's runs"):
         load_sweep(_sweep_file(tmp_path, baselines=["ce"], final=None))
+
+
+def test_the_robust_stage_searches_ascood_settings_only(tmp_path):
+    path = _sweep_file(tmp_path, datasets=[{"benchmark": BENCHMARK}, {"benchmark": "mnist6"}],
+                       robust={"num_samples": 2, "space": {"oe_lambda": {"low": 0.1, "high": 1.0}}})
+    with pytest.raises(SweepFileError, match=r"robust\.space\.oe_lambda: an option of method oe"):
+        load_sweep(path)

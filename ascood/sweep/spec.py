@@ -267,8 +267,6 @@ class Baseline(Strict):
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
-        from ascood.method.registry import METHODS
-
         one_of(v, METHODS)
         if v == "ascood":
             raise ValueError("ascood is what the sweep searches; a baseline is another method")
@@ -416,6 +414,10 @@ def _check_robust(path: Path, spec: SweepSpec) -> None:
     """Every dataset's joint-trial config is valid, and a relative α is not searched with shuffle."""
     if spec.algorithm.name == "grid":
         raise SweepFileError(f"{path}: robust: the grid algorithm is for per-dataset searches; use tpe or random")
+    options = [n for n in robust_space(spec).dimensions() if option_owner(n) is not None]
+    if options:
+        raise SweepFileError(f"{path}: robust.space.{options[0]}: an option of method {option_owner(options[0])}; "
+                             "the robust stage searches ASCOOD's settings")
     for d in spec.datasets:
         try:
             cfg = robust_config(spec, d)
@@ -432,8 +434,6 @@ def _check_robust(path: Path, spec: SweepSpec) -> None:
 
 def _check_baselines(path: Path, spec: SweepSpec) -> None:
     """Every baseline's config is valid on every dataset; `outliers` is for the oe/mixoe baselines."""
-    from ascood.method.registry import METHODS
-
     wants = [b for b in spec.baselines if METHODS[b.method].external_outliers]
     if spec.outliers is not None and not wants:
         raise SweepFileError(f"{path}: outliers: only the oe and mixoe baselines train on external outliers, and "
@@ -454,8 +454,6 @@ def _check_baselines(path: Path, spec: SweepSpec) -> None:
 def baseline_candidate(spec: SweepSpec, baseline: Baseline) -> dict:
     """What a comparison trial sets on top of the dataset's trial defaults: the method with its own
     head normalization (whatever ASCOOD's trials use), its outliers, its fixed options."""
-    from ascood.method.registry import METHODS
-
     method = METHODS[baseline.method]
     candidate: dict[str, Any] = {"method": method.name, "feature_norm": method.feature_norm}
     if method.external_outliers and spec.outliers is not None:  # local paths made absolute: trials run elsewhere
