@@ -44,12 +44,13 @@ def per_seed(df: pd.DataFrame, objective: Objective) -> pd.DataFrame:
     comparison stage's, at their last epoch, the objective's scorer; a group's value is the plain mean
     of its OOD sets (OpenOOD's), `all` the mean over every set."""
     parts = []
-    for stage, label in (("final", None), ("comparison", "")):
+    for stage in ("final", "comparison"):
         rows = select(df, stage=stage, split="test", scorer=objective.scorer, completed=True, final_epoch=True)
         if rows.empty:
             continue
-        rows = rows.assign(method_label=ASCOOD_PICK if label is None else
-                           [method_label(m, o) for m, o in zip(rows["method"], rows["method_options"], strict=True)])
+        labels = (ASCOOD_PICK if stage == "final" else
+                  [method_label(m, o) for m, o in zip(rows["method"], rows["method_options"], strict=True)])
+        rows = rows.assign(method_label=labels)
         keys = ["benchmark", "method_label", "seed"]
         by_group = rows.groupby([*keys, "ood_group"], as_index=False)[[*COMPARED, "id_accuracy"]].mean()
         overall = rows.groupby(keys, as_index=False)[[*COMPARED, "id_accuracy"]].mean().assign(ood_group=ALL)
