@@ -34,6 +34,7 @@ from ascood.data import BenchmarkData, Split
 from ascood.data.loading import OutlierBatches, Preprocess, train_loader
 from ascood.method.losses import ascood_loss, logitnorm_loss
 from ascood.method.outlier_exposure import mix, mix_ratio, mixoe_loss, oe_loss
+from ascood.method.registry import METHODS
 from ascood.method.saliency import saliency_from_logits, true_class_saliency
 from ascood.method.schedule import alpha_at, cosine_lr_factor
 from ascood.method.synthesis import needs_saliency, synthesize_scaled
@@ -310,7 +311,7 @@ def train_step(
     needs a gradient for the saliency, and a plain backward would compute it again into `x.grad`.
     A VOS run passes its head (whose parameters are among `params`) and whether its loss has started;
     OE and MixOE runs the step's external outliers (preprocessed) and MixOE a host generator."""
-    if cfg.method in ("oe", "mixoe") and x_out is None:
+    if METHODS[cfg.method].external_outliers and x_out is None:
         raise ValueError(f"a {cfg.method} step needs its external outliers (x_out=)")
     if cfg.method == "mixoe" and rng is None:
         raise ValueError("a mixoe step needs the epoch's host generator (rng=) for its mixing draws")
@@ -394,7 +395,7 @@ def fit(
     vos_start = vos_start_epoch(cfg.method_option("vos_start"), cfg.epochs) if vos is not None else None
     preprocess = Preprocess(data, cfg.channels_last)
     stream = None
-    if cfg.method in ("oe", "mixoe"):
+    if METHODS[cfg.method].external_outliers:
         if outliers is None:
             raise ValueError(f"method {cfg.method} trains on external outliers; fit needs them (outliers=)")
         factor = int(cfg.method_option("oe_batch_factor")) if cfg.method == "oe" else 1

@@ -2,6 +2,8 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -25,6 +27,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def torchrun_cpu(script, *args, env: dict | None = None, nproc: int = 2) -> subprocess.CompletedProcess:
+    """`script args…` under torchrun with `nproc` gloo ranks on the CPU (even on a GPU machine: NCCL
+    rejects two ranks on one GPU), rendezvous on 127.0.0.1."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), str(script), *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "1", **(env or {})}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def stop_tree(pids: list[int], *, grace_s: float = 0.0) -> None:

@@ -1,15 +1,12 @@
 """A real 2-process gloo DDP run through Accelerate: both ranks must end with identical weights."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import free_port
+from conftest import torchrun_cpu
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -26,14 +23,8 @@ def test_two_process_ddp_trains_one_model(tmp_path, saliency_mode, benchmark):
         from ascood.data import fixtures
 
         fixtures.write_native(root, "waterbirds")
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), str(WORKER), str(tmp_path), saliency_mode, benchmark,
-    ]
-    # CPU (gloo) even on a GPU machine: NCCL rejects two ranks on one GPU; benchmarks/gpu_smoke.sh runs NCCL on two.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ASCOOD_DATA": str(root), "CUDA_VISIBLE_DEVICES": "",
-           "ACCELERATE_USE_CPU": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    # CPU (gloo) even on a GPU machine; benchmarks/gpu_smoke.sh runs NCCL on two GPUs.
+    proc = torchrun_cpu(WORKER, tmp_path, saliency_mode, benchmark, env={"ASCOOD_DATA": str(root)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for info in infos:

@@ -1,9 +1,6 @@
 """OE and MixOE: their math, the external outlier sources, the leakage guard, and runs through the loop."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -12,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import HOST_OPS, free_port, recorded_ops
+from conftest import HOST_OPS, recorded_ops, torchrun_cpu
 from PIL import Image
 
 from ascood.config import config_json, validate_config
@@ -253,7 +250,7 @@ def test_one_epoch_of_each_outlier_method_on_each_embedded_benchmark(tmp_path, m
     assert json.loads(df["config_json"].iloc[0])["outliers"] == "embedded"
 
 
-def test_oe_resumes_as_if_never_stopped(tmp_path):
+def test_mixoe_resumes_as_if_never_stopped(tmp_path):
     """The outliers of each epoch are drawn from (seed, epoch, rank): bit-exact on the CPU."""
     kw = dict(benchmark=SMALL, method="mixoe", outliers="embedded", epochs=3, mixoe_op="mixup", **FAST)
 
@@ -295,10 +292,7 @@ def test_two_process_ddp_mixoe_keeps_one_model(tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(_DDP_WORKER)
     cfg = dict(benchmark=SMALL, method="mixoe", outliers="embedded", epochs=1, batch_size=64, scorers="msp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), str(worker), str(tmp_path), json.dumps(cfg)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun_cpu(worker, tmp_path, json.dumps(cfg))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for r in (0, 1):
         assert json.loads((tmp_path / f"rank{r}.json").read_text()) == {"status": "completed", "n": 2}

@@ -1,16 +1,13 @@
 """VOS (virtual outlier synthesis): its math in isolation, its step, and runs of it through the loop."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import HOST_OPS, free_port, recorded_ops
+from conftest import HOST_OPS, recorded_ops, torchrun_cpu
 from torch.distributions import MultivariateNormal
 
 from ascood.config import config_json, validate_config
@@ -317,10 +314,7 @@ def test_two_process_ddp_vos_keeps_one_queue_and_one_model(tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(_DDP_WORKER)
     cfg = dict(benchmark=SMALL, epochs=1, batch_size=64, scorers="msp", **QUICK_VOS)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), str(worker), str(tmp_path), json.dumps(cfg)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun_cpu(worker, tmp_path, json.dumps(cfg))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for r in (0, 1):
         assert json.loads((tmp_path / f"rank{r}.json").read_text()) == {"status": "completed", "n": 2}

@@ -196,7 +196,7 @@ def print_summary(console: Console, out: Path | str, *, as_json: bool = False) -
     from ascood import storage
     from ascood.storage import read_text
     from ascood.sweep.spec import SweepFileError, load_sweep
-    from ascood.sweep.summary import comparison_table, summarize, summary_json, summary_table
+    from ascood.sweep.summary import comparison_table, load_frame, summarize_frame, summary_json, summary_table
 
     text = read_text(storage.join(out, "sweep.yaml"))  # a local directory or an s3:// gs:// output
     if text is None:
@@ -208,12 +208,13 @@ def print_summary(console: Console, out: Path | str, *, as_json: bool = False) -
             spec, _ = load_sweep(spec_copy)
         except SweepFileError as exc:
             fail(PROG, str(exc).replace(str(spec_copy), storage.join(out, "sweep.yaml")))
-    summaries = summarize(storage.join(out, "results"), spec.objective, order=[d.benchmark for d in spec.datasets])
+    df = load_frame(storage.join(out, "results"))
+    summaries = summarize_frame(df, spec.objective, order=[d.benchmark for d in spec.datasets])
     if as_json:
         print(summary_json(summaries))
     else:
         console.print(summary_table(summaries, spec.objective, spec.name))
-        compared = comparison_table(storage.join(out, "results"), spec.objective)
+        compared = comparison_table(df, spec.objective)
         if compared is not None:
             console.print(compared)
     return 0

@@ -51,6 +51,12 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
 
 
+def resize_square(images: Tensor, size: int) -> Tensor:
+    """uint8 N×3×S×S images → N×3×size×size (bilinear, antialiased, rounded back to uint8)."""
+    return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
+                                           align_corners=False).round().clamp(0, 255).to(torch.uint8)
+
+
 def cache_key(paths: Sequence[str | Path], size: int) -> str:
     h = hashlib.sha256(f"v{DECODE_VERSION}|{size}|".encode())
     for p in paths:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ascood.data.decode import decode_files
+from ascood.data.decode import decode_files, resize_square
 from ascood.data.env import cache_dir
 from ascood.data.errors import DataLayoutError, DatasetError, DatasetNotFound
 from ascood.data.sources import list_images, read_imglist
@@ -70,24 +70,11 @@ def load_outliers(source: str, size: int, *, image_root: Path | None = None, ski
 
 def _embedded(size: int) -> torch.Tensor:
     from ascood.data.embedded import OUTLIERS_VERSION, SIZE, build_outliers
+    from ascood.data.registry import cached
 
     path = cache_dir() / "benchmarks" / f"outliers-v{OUTLIERS_VERSION}.pt"
-    images = None
-    if path.exists():
-        try:
-            images = torch.load(path, weights_only=True)
-        except Exception:  # a torn cache file is rebuilt, never trusted
-            path.unlink(missing_ok=True)
-    if images is None:
-        images = build_outliers().images
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(images, tmp)
-        os.replace(tmp, path)
-    if size != SIZE:
-        images = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
-                                                 align_corners=False).round().clamp(0, 255).to(torch.uint8)
-    return images
+    images = cached(path, lambda: build_outliers().images)
+    return images if size == SIZE else resize_square(images, size)
 
 
 def image_hashes(images: torch.Tensor, chunk: int = 1024) -> set[bytes]:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -38,6 +39,8 @@ class BenchmarkSpec:
     params: bool = False  # takes `name[key=value,…]` parameters
     check_params: Callable[[dict[str, str]], object] | None = None  # raises UnknownBenchmarkError
 
+
+T = TypeVar("T")
 
 _REGISTRY: dict[str, BenchmarkSpec] = {}
 
@@ -106,17 +109,25 @@ def load_benchmark(name: str, *, seed: int = 0, root: str | Path | None = None,
     if not spec.embedded:
         return spec.build(seed, data_root(root), skip_corrupt, **parse_name(name)[1])
     path = cache_dir() / "benchmarks" / f"{name}-v{spec.version}-seed{seed}.pt"
+    return cached(path, lambda: spec.build(seed, **parse_name(name)[1]), encode=_to_state,
+                  decode=lambda state: _from_state(state, spec))
+
+
+def cached(path: Path, build: Callable[[], T], *, encode: Callable[[T], object] = lambda x: x,
+           decode: Callable[[object], T] = lambda x: x) -> T:
+    """What `build` makes, kept in `path` (a `weights_only` torch file, written atomically). A torn
+    or stale file is rebuilt, never trusted."""
     if path.exists():
         try:
-            return _from_state(torch.load(path, weights_only=True), spec)
-        except Exception:  # a torn or stale cache file is rebuilt, never trusted
+            return decode(torch.load(path, weights_only=True))
+        except Exception:
             path.unlink(missing_ok=True)
-    data = spec.build(seed, **parse_name(name)[1])
+    value = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(_to_state(data), tmp)
+    torch.save(encode(value), tmp)
     os.replace(tmp, path)
-    return data
+    return value
 
 
 def _to_state(d: BenchmarkData) -> dict:

@@ -158,12 +158,16 @@ def summary_json(summaries: list[DatasetSummary]) -> str:
     } for s in summaries], indent=2)
 
 
-def comparison_table(results_dir: str, objective: Objective) -> Table | None:
+def load_frame(results_dir: str) -> pd.DataFrame:
+    """Every result row of a sweep (empty before its first), read once for the tables here."""
+    return _load(results_dir)
+
+
+def comparison_table(df: pd.DataFrame, objective: Objective) -> Table | None:
     """The method comparison (`ascood.comparison`) over all OOD sets, one row per dataset and method;
     None without a comparison stage."""
     from ascood.comparison import ALL, ASCOOD_PICK, delta_text, method_comparison
 
-    df = _load(results_dir)
     if df.empty or select(df, stage="comparison").empty:
         return None
     table = method_comparison(df, objective)

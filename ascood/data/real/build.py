@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ascood.data.decode import decode_files
+from ascood.data.decode import decode_files, resize_square
 from ascood.data.env import cache_dir
 from ascood.data.errors import DatasetNotFound
 from ascood.data.real.parts import inventory
@@ -41,8 +41,7 @@ def _decoded(records: Records, size: int, store: Path, skip_corrupt: bool) -> Sp
     if records.pixels is not None:
         images = torch.from_numpy(np.ascontiguousarray(records.pixels))
         if images.shape[-1] != size:
-            images = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
-                                                     antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
+            images = resize_square(images, size)
         return Split(images, torch.from_numpy(records.labels))
     decoded = decode_files(records.paths, size, store, skip_corrupt=skip_corrupt)
     return Split(decoded.images, torch.from_numpy(records.labels[decoded.kept]))
