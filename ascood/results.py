@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from ascood.scorers import Scorer
 
 SCHEMA_VERSION = 4
+# Also in every file's key-value metadata, so a query engine can tell the version without reading rows.
+VERSION_KEY = "ascood.schema_version"
 # Columns each version added, and what an older file's rows hold there (they predate the column).
 ADDED_IN = {
     "scorer_error": (2, None), "alpha_scale": (2, "absolute"), "alpha_eff": (2, None),
@@ -93,7 +95,8 @@ SCHEMA = pa.schema(
         ("wall_time_s", pa.float64()),
         ("code_version", pa.string()),
         ("config_json", pa.string()),
-    ]
+    ],
+    metadata={VERSION_KEY: str(SCHEMA_VERSION)},
 )
 COLUMNS = tuple(SCHEMA.names)
 KEY = ("run_id", "epoch", "split", "ood_set", "scorer")
@@ -210,6 +213,8 @@ def reused(rows: list[dict], labels: RunLabels, source: str) -> list[dict]:
 
 
 def to_table(rows: Iterable[dict]) -> pa.Table:
+    """Rows as a table of exactly `SCHEMA`, metadata included: every file of a results directory has
+    the same column types (a column null in every row keeps its type), so any engine reads them as one."""
     rows = list(rows)
     for r in rows:
         unknown = set(r) - set(COLUMNS)

@@ -13,6 +13,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+# How every Parquet file is written, pinned so files written by different pyarrow releases (a
+# driver and its workers, a sweep resumed after an upgrade) agree: format 2.6 keeps int32 and
+# string annotations every engine maps alike; the Arrow schema is stored for exact round trips.
+PARQUET_OPTIONS = {"version": "2.6", "compression": "snappy", "use_dictionary": True, "write_statistics": True,
+                   "store_schema": True}
+
 
 def is_uri(location: str | Path) -> bool:
     return "://" in str(location)
@@ -36,15 +42,18 @@ def exists(location: str | Path) -> bool:
 
 
 def write_table(location: str | Path, table: pa.Table) -> None:
+    """Write one Parquet file with `PARQUET_OPTIONS`; its schema's metadata goes into the file's
+    key-value metadata. A local write's temporary file is hidden (`.name.tmpPID`) and matches no
+    `*.parquet` glob, so a reader never sees a half-written file."""
     fs, path = resolve(location)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **PARQUET_OPTIONS)
         os.replace(tmp, path)
     else:
         with fs.open_output_stream(path) as out:
-            pq.write_table(table, out)
+            pq.write_table(table, out, **PARQUET_OPTIONS)
 
 
 def read_table(location: str | Path) -> pa.Table:
