@@ -1,15 +1,16 @@
 """`ascood-sweep report OUT…`: what holds up across spurious, fine-grained and conventional data.
 
 Reads the Parquet results (and each output's sweep.yaml for the objective, optuna.db for the
-studies) and writes: report.html (self-contained, PNG plots inlined), the PNGs, picks.csv /
-picks.parquet, summary.json. Only validation metrics choose; test metrics are reported.
+studies) and writes: report.html (one self-contained page from templates/report.html.j2, PNG plots
+inlined), the PNGs, picks.csv / picks.parquet, summary.json. Only validation metrics choose; test
+metrics are reported. Names and number formats come from `ascood.labels`, shared with the Rich summary.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,17 +20,34 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from analysis.load import AnalysisInputError, load_sweeps, setting_id
-from ascood.comparison import ASCOOD_PICK, delta_text, method_comparison
+from ascood.comparison import ASCOOD_PICK, method_comparison
 from ascood.config import validate_config
 from ascood.gain import DEFAULT_FLOOR
+from ascood.labels import (
+    GAIN_DIGITS,
+    MINUS,
+    VAL_DIGITS,
+    compact_setting,
+    interval,
+    metric_name,
+    number,
+    param_name,
+    pm,
+    setting_fields,
+    short_labels,
+)
 from ascood.results import METRICS, SETTING_COLUMNS, select
 from ascood.sweep.spec import Objective, SweepFileError, SweepSpec, load_sweep, normalize_trial_keys
-from ascood.sweep.summary import best_from_frame, summarize_frame
+from ascood.sweep.summary import DatasetSummary, best_from_frame, summarize_frame
 from ascood.verdict import CE, Verdict, delta_to_ce, raced_verdict, transfer_rows, transfer_table
 
 PLOTTED = ("alpha_max", "p_inv", "lam", "sigma")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+DPI = 110
+FIG_WIDTH = 9.0  # inches: about 1000 px at DPI, shown at most the page's width
 
 
 @dataclass
@@ -40,8 +58,9 @@ class Report:
     floor: float = DEFAULT_FLOOR
     verdict: Verdict | None = None
     before_race: Verdict | None = None  # every candidate at the seeds all share, when a race added seeds
-    labels: dict[str, str] = field(default_factory=dict)  # setting → short label (S1, S2, …, CE)
-    legend: pd.DataFrame | None = None  # label, where the candidate came from, its setting
+    labels: dict[str, str] = field(default_factory=dict)  # candidate setting → short label (S1, S2, …, CE)
+    setting_labels: dict[str, str] = field(default_factory=dict)  # the candidates', then each dataset's best
+    legend: pd.DataFrame | None = None  # label, where the setting came from, its setting
     deltas: pd.DataFrame | None = None  # per dataset: the pick against CE on validation
     candidates: pd.DataFrame | None = None  # every transfer setting's test metrics per dataset
     alpha: pd.DataFrame | None = None  # each relative-α candidate's α as each dataset's mean effective α
@@ -50,6 +69,7 @@ class Report:
     importance: dict[str, dict[str, float]] = field(default_factory=dict)
     plots: dict[str, Path] = field(default_factory=dict)
     comparison: pd.DataFrame | None = None  # ASCOOD's pick against the baseline methods (ascood.comparison)
+    summaries: list[DatasetSummary] = field(default_factory=list)  # per sweep and dataset (ascood.sweep.summary)
 
     @property
     def pick(self) -> str | None:
@@ -80,25 +100,30 @@ def _metric_by(rows: pd.DataFrame, objective: Objective, split: str, keys: list[
 
 def _test_of_settings(rows: pd.DataFrame, objective: Objective) -> pd.DataFrame:
     per_seed = _metric_by(rows, objective, "test", ["benchmark", "setting", "seed"])
-    agg = per_seed.groupby(["benchmark", "setting"]).agg(
-        test_auroc=("auroc", "mean"), test_auroc_std=("auroc", lambda x: float(np.std(x))),
-        test_fpr95=("fpr95", "mean"), test_fpr95_std=("fpr95", lambda x: float(np.std(x))),
-        test_id_accuracy=("id_accuracy", "mean"), seeds=("seed", "nunique"),
-    )
+    spec = {}
+    for m in (*METRICS, "id_accuracy"):
+        spec[f"test_{m}"] = (m, "mean")
+        spec[f"test_{m}_std"] = (m, lambda x: float(np.std(x)))
+    agg = per_seed.groupby(["benchmark", "setting"]).agg(**spec, seeds=("seed", "nunique"))
     return agg.reset_index()
 
 
-def per_dataset_table(df: pd.DataFrame, objective: Objective) -> pd.DataFrame:
+def dataset_summaries(df: pd.DataFrame, objective: Objective) -> list[DatasetSummary]:
+    """Every sweep's per-dataset summary, sweep by sweep (a dataset may appear in several)."""
+    return [s for _, sweep_df in df.groupby("sweep_dir", sort=False) for s in summarize_frame(sweep_df, objective)]
+
+
+def per_dataset_table(df: pd.DataFrame, objective: Objective,
+                      summaries: list[DatasetSummary] | None = None) -> pd.DataFrame:
     rows = []
-    for _, sweep_df in df.groupby("sweep_dir", sort=False):
-        for s in summarize_frame(sweep_df, objective):
-            rec = {"dataset": s.benchmark, "setting": s.setting, "trials": sum(s.trials.values())}
-            if s.best is not None:
-                rec["best_val"] = s.best.objective
-                rec.update({k: (v.item() if hasattr(v, "item") else v) for k, v in s.best.params.items()})
-            for k, (m, sd) in s.final.items():
-                rec[f"final_test_{k}"], rec[f"final_test_{k}_std"] = m, sd
-            rows.append(rec)
+    for s in dataset_summaries(df, objective) if summaries is None else summaries:
+        rec = {"dataset": s.benchmark, "setting": s.setting, "trials": sum(s.trials.values())}
+        if s.best is not None:
+            rec["best_val"] = s.best.objective
+            rec.update({k: (v.item() if hasattr(v, "item") else v) for k, v in s.best.params.items()})
+        for k, (m, sd) in s.final.items():
+            rec[f"final_test_{k}"], rec[f"final_test_{k}_std"] = m, sd
+        rows.append(rec)
     return pd.DataFrame(rows)
 
 
@@ -128,44 +153,60 @@ def importance(outputs: list[Path], datasets: list[str]) -> dict[str, dict[str, 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
-def marginal_plot(df: pd.DataFrame, objective: Objective, path: Path) -> Path:
-    """Validation objective of every completed search trial against each searched parameter."""
+def _mark(ax, x: float, y: float, label: str) -> None:
+    ax.annotate(label, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8, fontweight="bold")
+
+
+def marginal_plot(df: pd.DataFrame, objective: Objective, path: Path,
+                  marks: dict[tuple[str, str], str] | None = None) -> Path:
+    """Validation objective of every completed search trial against each searched parameter; each
+    dataset's best trial carries its setting's short label (`marks`: (dataset, trial id) → label)."""
+    marks = marks or {}
     search = select(df, stage="search", completed=True, final_epoch=True)
     val = _metric_by(search, objective, "val", ["benchmark", "trial_id", *SETTING_COLUMNS])
-    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4 * len(PLOTTED), 3.4), squeeze=False)
-    for ax, param in zip(axes[0], PLOTTED, strict=True):
-        for dataset, g in val.groupby("benchmark"):
+    fig, axes = plt.subplots(2, 2, figsize=(FIG_WIDTH, 6.6), squeeze=False)
+    for ax, param in zip(axes.flat, PLOTTED, strict=True):
+        for dataset, g in val.groupby("benchmark", sort=False):
             ax.scatter(g[param], g[objective.name], label=dataset, s=18, alpha=0.8)
+            for _, row in g.iterrows():
+                if (dataset, row["trial_id"]) in marks:
+                    _mark(ax, row[param], row[objective.name], marks[(dataset, row["trial_id"])])
         if param == "alpha_max":
             ax.set_xscale("log")
-        ax.set_xlabel("α" if param == "alpha_max" else param)
-        ax.set_ylabel(f"val {objective.name} ({objective.scorer})")
+        ax.set_xlabel(param_name(param))
+        ax.set_ylabel(f"val {metric_name(objective.name)} ({objective.scorer})")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=8)
     return _save(fig, path)
 
 
-def pareto_plot(df: pd.DataFrame, objective: Objective, path: Path) -> Path:
-    """ID accuracy against validation OOD AUROC per search trial, with each dataset's Pareto front."""
+def pareto_plot(df: pd.DataFrame, objective: Objective, path: Path,
+                marks: dict[tuple[str, str], str] | None = None) -> Path:
+    """ID accuracy against validation OOD AUROC per search trial, with each dataset's Pareto front
+    and its best trial's short label."""
+    marks = marks or {}
     search = select(df, stage="search", completed=True, final_epoch=True)
     val = _metric_by(search, objective, "val", ["benchmark", "trial_id"])
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for dataset, g in val.groupby("benchmark"):
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH * 0.7, 4.6))
+    for dataset, g in val.groupby("benchmark", sort=False):
         pts = g[["auroc", "id_accuracy"]].to_numpy()
         ax.scatter(pts[:, 0], pts[:, 1], s=18, alpha=0.7, label=dataset)
         dominated = [((pts >= p).all(axis=1) & (pts > p).any(axis=1)).any() for p in pts]
         front = pts[[not d for d in dominated]]
         front = front[np.argsort(front[:, 0])]
         ax.plot(front[:, 0], front[:, 1], "-", lw=1)
-    ax.set_xlabel(f"val OOD AUROC ({objective.scorer})")
-    ax.set_ylabel("val ID accuracy (%)")
+        for (x, y), trial in zip(pts, g["trial_id"], strict=True):
+            if (dataset, trial) in marks:
+                _mark(ax, x, y, marks[(dataset, trial)])
+    ax.set_xlabel(f"val OOD {metric_name('auroc')} ({objective.scorer})")
+    ax.set_ylabel(f"val {metric_name('id_accuracy')} (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -175,7 +216,7 @@ def gains_plot(r: Report, path: Path) -> Path:
     t = v.table
     key, low, high = (("worst_gain", "worst_gain_low", "worst_gain_high") if v.criterion == "gain"
                       else ("worst_regret", "worst_regret_low", "worst_regret_high"))
-    fig, ax = plt.subplots(figsize=(6.5, 0.4 * len(t) + 1.4))
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH * 0.75, 0.45 * len(t) + 1.6))
     y = np.arange(len(t))
     err = np.vstack([t[key] - t[low], t[high] - t[key]]) if t[low].notna().all() else None
     colors = ["#d62728" if s == v.pick else "#ff7f0e" if tied else "#1f77b4"
@@ -191,14 +232,21 @@ def gains_plot(r: Report, path: Path) -> Path:
     return _save(fig, path)
 
 
-def joint_plot(joint: pd.DataFrame, datasets: list[str], highlight: set[str], path: Path) -> Path:
-    """Parallel coordinates: one line per robust-stage trial, its normalized gain on each dataset."""
-    fig, ax = plt.subplots(figsize=(1.8 * len(datasets) + 2.5, 3.8))
+def joint_plot(joint: pd.DataFrame, datasets: list[str], highlight: set[str], path: Path,
+               labels: dict[str, str] | None = None) -> Path:
+    """Parallel coordinates: one line per robust-stage trial, its normalized gain on each dataset;
+    a highlighted line that became a candidate ends in its short label."""
+    labels = labels or {}
+    fig, ax = plt.subplots(figsize=(min(FIG_WIDTH, 1.8 * len(datasets) + 3.0), 4.0))
     x = np.arange(len(datasets))
     for _, row in joint.iterrows():
         top = row["setting"] in highlight
-        ax.plot(x, [row[d] for d in datasets], "-o", ms=3, lw=2.2 if top else 0.8, alpha=1 if top else 0.45,
+        y = np.array([row[d] for d in datasets], dtype=float)
+        ax.plot(x, y, "-o", ms=3, lw=2.2 if top else 0.8, alpha=1 if top else 0.45,
                 color="#d62728" if top else "#1f77b4", zorder=3 if top else 2)
+        reached = np.flatnonzero(np.isfinite(y))
+        if top and row["setting"] in labels and len(reached):
+            _mark(ax, x[reached[-1]], y[reached[-1]], labels[row["setting"]])
     ax.set_xticks(x)
     ax.set_xticklabels(datasets)
     ax.axhline(0, color="k", lw=0.8)
@@ -269,7 +317,8 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 9999) -
     found = set(df["benchmark"])  # the sweep files' order (a joint trial's), then any other found
     datasets = [d for d in dict.fromkeys(d.benchmark for s in specs for d in s.datasets) if d in found]
     datasets += [d for d in dict.fromkeys(df["benchmark"]) if d not in datasets]
-    report = Report(objective, datasets, per_dataset_table(df, objective), floor=floor)
+    summaries = dataset_summaries(df, objective)
+    report = Report(objective, datasets, per_dataset_table(df, objective, summaries), floor=floor, summaries=summaries)
     out_dir.mkdir(parents=True, exist_ok=True)
     joint = joint_table(df, datasets)
     report.joint = joint if not joint.empty else None
@@ -282,13 +331,7 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 9999) -
         first, raced = raced_verdict(table, metric=objective.name, floor=floor, n_resamples=bootstrap)
         v = raced or first
         report.verdict, report.before_race = v, first if raced else None
-        numbered = iter(range(1, len(first.table) + 1))
-        report.labels = {s: "CE" if s == CE else f"S{next(numbered)}" for s in first.table["setting"]}
-        where = origins(df, specs, objective, joint)
-        report.legend = pd.DataFrame([
-            {"label": report.labels[s], "candidate of": ", ".join(where.get(s, ["—"])), "setting": s}
-            for s in first.table["setting"]
-        ])
+        report.labels = short_labels(first.table["setting"], fixed={CE: "CE"})
         if CE in v.table["setting"].to_numpy():
             finalists = table[table["setting"].isin(v.table["setting"])]
             report.deltas = delta_to_ce(finalists, v.pick, n_resamples=bootstrap)
@@ -302,18 +345,28 @@ def build_report(outputs: list[Path], out_dir: Path, *, bootstrap: int = 9999) -
         picks["robust_pick"] = picks["setting"] == v.pick
         picks.to_csv(out_dir / "picks.csv", index=False)
         picks.to_parquet(out_dir / "picks.parquet")
+    bests = [setting_id(s.best.params) for s in summaries if s.best is not None]
+    report.setting_labels = short_labels([*report.labels, *bests], fixed={CE: "CE"})
+    if report.setting_labels:
+        where = origins(df, specs, objective, joint)
+        report.legend = pd.DataFrame([
+            {"label": label, "candidate of": ", ".join(where.get(s, ["—"])), "setting": s}
+            for s, label in report.setting_labels.items()
+        ])
     if report.joint is not None:
         done = report.joint[report.joint["complete"]]
         top = set(done["setting"][: max((s.robust.top_k for s in specs if s.robust), default=1)])
         report.plots["joint"] = joint_plot(report.joint, [d for d in datasets if d in report.joint.columns], top,
-                                           out_dir / "joint.png")
+                                           out_dir / "joint.png", report.setting_labels)
     report.importance = importance(outputs, datasets)
     if not select(df, stage="comparison").empty:
         report.comparison = method_comparison(df, objective)
         report.comparison.to_csv(out_dir / "comparison.csv", index=False)
     if not select(df, stage="search", completed=True).empty:
-        report.plots["marginal"] = marginal_plot(df, objective, out_dir / "marginal.png")
-        report.plots["pareto"] = pareto_plot(df, objective, out_dir / "pareto.png")
+        marks = {(s.benchmark, s.best.trial_id): report.setting_labels[setting_id(s.best.params)]
+                 for s in summaries if s.best is not None}
+        report.plots["marginal"] = marginal_plot(df, objective, out_dir / "marginal.png", marks)
+        report.plots["pareto"] = pareto_plot(df, objective, out_dir / "pareto.png", marks)
     (out_dir / "summary.json").write_text(summary_json(report))
     (out_dir / "report.html").write_text(render_html(report))
     return report
@@ -398,129 +451,231 @@ def summary_json(r: Report) -> str:
     return json.dumps(data, indent=2)
 
 
-HEADERS = {
-    "benchmark": "dataset", "dataset": "dataset", "test_auroc": "test AUROC", "test_fpr95": "test FPR@95",
-    "test_id_accuracy": "test ID acc", "seeds": "seeds", "best_val": "best val", "trials": "trials",
-}
+@dataclass(frozen=True)
+class HtmlTable:
+    """A table as the template draws it: headers and cells as text, the first `text_columns`
+    columns left-aligned (names), the rest right-aligned (numbers); `marked` rows in bold."""
+    headers: list[str]
+    rows: list[list[str]]
+    text_columns: int = 1
+    marked: list[bool] = field(default_factory=list)
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:.1f} ± {std:.1f}"
+@dataclass(frozen=True)
+class Figure:
+    src: str  # a data: URI
+    alt: str
+    width: int
+    height: int
 
 
-def comparison_html(c: pd.DataFrame, o: Objective, table) -> list[str]:
-    """The method-comparison section: per dataset, one row per OOD group and method."""
-    parts = ["<h2>ASCOOD against the baseline methods</h2>",
-             f"<p>Test metrics of <b>{html.escape(o.scorer)}</b>, mean ± std (population) over seeds. "
-             f"{html.escape(ASCOOD_PICK)} is each dataset's final stage (its own search's best setting on validation); "
-             "every baseline trains with the same seeds, and Δ = baseline − pick is the mean paired difference in points "
-             "with its 95% t interval (for FPR@95, lower is better: a negative Δ favours the baseline).</p>"]
-    for benchmark, g in c.groupby("benchmark", sort=False):
-        show = pd.DataFrame({
-            "OOD group": g["group"], "method": g["method"], "seeds": g["seeds"],
-            "test AUROC": [_pm(a, b) for a, b in zip(g["auroc"], g["auroc_std"], strict=True)],
-            "Δ AUROC [95%]": [delta_text(*x) for x in g[["delta_auroc", "delta_auroc_low", "delta_auroc_high"]].to_numpy()],
-            "test FPR@95": [_pm(a, b) for a, b in zip(g["fpr95"], g["fpr95_std"], strict=True)],
-            "Δ FPR@95 [95%]": [delta_text(*x) for x in g[["delta_fpr95", "delta_fpr95_low", "delta_fpr95_high"]].to_numpy()],
-            "ID acc": [_pm(a, b) for a, b in zip(g["id_accuracy"], g["id_accuracy_std"], strict=True)],
-        })
-        parts += [f"<h3>{html.escape(str(benchmark))}</h3>", table(show)]
-    return parts
+def _html_table(frame: pd.DataFrame, text_columns: int = 1, marked: list[bool] | None = None) -> HtmlTable:
+    return HtmlTable([str(c) for c in frame.columns], [[str(v) for v in row] for row in frame.itertuples(index=False)],
+                     text_columns, list(marked or []))
+
+
+def _figure(path: Path, alt: str) -> Figure:
+    data = path.read_bytes()
+    width, height = struct.unpack(">II", data[16:24])  # the PNG's IHDR
+    return Figure(f"data:image/png;base64,{base64.b64encode(data).decode()}", alt, width, height)
+
+
+def _value(v: object) -> str:
+    """A parameter value as the legend shows it (full precision of the setting's name)."""
+    if isinstance(v, float):
+        return f"{v:.6g}".replace("-", MINUS) if v < 0 else f"{v:.6g}"
+    return str(v)
+
+
+def _trials_text(trials: dict[str, int]) -> str:
+    return ", ".join(f"{n} {status}" for status, n in sorted(trials.items())) or "none"
+
+
+def legend_table(r: Report) -> HtmlTable | None:
+    """label → where the setting came from and its every parameter."""
+    if r.legend is None:
+        return None
+    rows = []
+    for _, row in r.legend.iterrows():
+        fields = setting_fields(row["setting"])
+        rec = {"label": row["label"], "candidate of": row["candidate of"]}
+        rec.update({param_name(k): fields.get(k, "—") for k in SETTING_COLUMNS})
+        rows.append(rec)
+    frame = pd.DataFrame(rows)
+    return _html_table(frame, text_columns=2, marked=[lab == r.labels.get(r.pick) for lab in frame["label"]])
+
+
+def _final_metrics(rec: pd.Series) -> pd.DataFrame:
+    cells = {}
+    for m in (*METRICS, "id_accuracy"):
+        key = f"final_test_{m}"
+        cells[metric_name(m, "test")] = pm(rec[key], rec[f"{key}_std"]) if key in rec and pd.notna(rec[key]) else "—"
+    return pd.DataFrame([cells])
+
+
+def _comparison(c: pd.DataFrame) -> HtmlTable:
+    show = pd.DataFrame({
+        "OOD group": c["group"], "method": c["method"], "seeds": c["seeds"],
+        metric_name("auroc", "test"): [pm(a, b) for a, b in zip(c["auroc"], c["auroc_std"], strict=True)],
+        f"Δ {metric_name('auroc')} [95%]": [interval(*x) for x in
+                                            c[["delta_auroc", "delta_auroc_low", "delta_auroc_high"]].to_numpy()],
+        metric_name("fpr95", "test"): [pm(a, b) for a, b in zip(c["fpr95"], c["fpr95_std"], strict=True)],
+        f"Δ {metric_name('fpr95')} [95%]": [interval(*x) for x in
+                                            c[["delta_fpr95", "delta_fpr95_low", "delta_fpr95_high"]].to_numpy()],
+        metric_name("id_accuracy", "test"): [pm(a, b) for a, b in zip(c["id_accuracy"], c["id_accuracy_std"],
+                                                                      strict=True)],
+    })
+    return _html_table(show, text_columns=2, marked=list(c["method"] == ASCOOD_PICK))
+
+
+def dataset_sections(r: Report) -> list[dict]:
+    """One section per dataset: its own search's best setting, the final seeds' test metrics, and
+    ASCOOD against the baseline methods there."""
+    o = r.objective
+    out = []
+    for i, name in enumerate(r.datasets):
+        runs = []
+        summaries = [s for s in r.summaries if s.benchmark == name]
+        for s, (_, rec) in zip(summaries, r.per_dataset[r.per_dataset["dataset"] == name].iterrows(), strict=True):
+            best = None
+            if s.best is not None:
+                sid = setting_id(s.best.params)
+                cells = {"label": r.setting_labels.get(sid, "—"), "trials": _trials_text(s.trials),
+                         f"best val {metric_name(o.name)}": number(s.best.objective, VAL_DIGITS)}
+                cells.update({param_name(k): _value(rec[k]) for k in SETTING_COLUMNS if k in rec})
+                best = {"label": cells["label"], "compact": compact_setting(s.best.params),
+                        "table": _html_table(pd.DataFrame([cells]), text_columns=2)}
+            runs.append({"trials": _trials_text(s.trials), "best": best, "seeds": s.final_seeds,
+                         "final": _html_table(_final_metrics(rec), text_columns=0) if s.final else None})
+        comparison = None
+        if r.comparison is not None and not r.comparison.empty:
+            mine = r.comparison[r.comparison["benchmark"] == name]
+            comparison = _comparison(mine) if not mine.empty else None
+        category = summaries[0].setting if summaries else ""
+        embedded = any(s.embedded for s in summaries)
+        out.append({"id": f"dataset-{i + 1}", "name": name, "category": category, "embedded": embedded,
+                    "runs": runs, "comparison": comparison})
+    return out
+
+
+def _pick_vs_ce(r: Report) -> HtmlTable | None:
+    if r.verdict is None or r.deltas is None or r.verdict.pick == CE:
+        return None  # (CE against itself says nothing)
+    d, label = r.deltas, r.labels[r.verdict.pick]
+    rows = pd.DataFrame({
+        "dataset": d["dataset"], f"{label} (val)": d["value"].map(lambda x: number(x, VAL_DIGITS)),
+        "CE (val)": d["ce"].map(lambda x: number(x, VAL_DIGITS)),
+        "Δ [95% interval]": [interval(*x, digits=VAL_DIGITS) for x in d[["delta", "delta_low", "delta_high"]].to_numpy()],
+    })
+    if r.candidates is not None:
+        t = r.candidates.set_index(["setting", "benchmark"])
+        for who, s in ((label, r.verdict.pick), ("CE", CE)):
+            for m in ("auroc", "fpr95"):
+                rows[f"{who} {metric_name(m, 'test')}"] = [pm(*t.loc[(s, ds), [f"test_{m}", f"test_{m}_std"]])
+                                                           for ds in d["dataset"]]
+    return _html_table(rows)
+
+
+def _candidates(r: Report) -> HtmlTable:
+    v = r.verdict
+    cand = v.table
+    show = pd.DataFrame({"label": cand["setting"].map(r.labels)})
+    if v.criterion == "gain":
+        show["worst-case gain [95%]"] = [interval(*x, digits=GAIN_DIGITS, sign=False)
+                                         for x in cand[["worst_gain", "worst_gain_low", "worst_gain_high"]].to_numpy()]
+        show["mean gain"] = cand["mean_gain"].map(lambda x: number(x, GAIN_DIGITS))
+        for dcol in [c for c in cand.columns if c.startswith("gain/")]:
+            show[f"gain on {dcol[5:]}"] = cand[dcol].map(lambda x: number(x, GAIN_DIGITS))
+    show["worst regret [95%]"] = [interval(*x, digits=VAL_DIGITS, sign=False)
+                                  for x in cand[["worst_regret", "worst_regret_low", "worst_regret_high"]].to_numpy()]
+    show["difference to pick [95%]"] = [interval(*x, digits=3)
+                                        for x in cand[["diff_to_pick", "diff_low", "diff_high"]].to_numpy()]
+    show["tied with pick"] = ["pick" if s == v.pick else ("yes" if t else "no")
+                              for s, t in zip(cand["setting"], cand["tied"], strict=True)]
+    return _html_table(show, marked=list(cand["setting"] == v.pick))
+
+
+def _before_race(r: Report) -> HtmlTable | None:
+    if r.before_race is None:
+        return None
+    b = r.before_race.table
+    key = "worst_gain" if r.before_race.criterion == "gain" else "worst_regret"
+    early = pd.DataFrame({
+        "label": b["setting"].map(r.labels),
+        f"{key.replace('_', ' ')} [95%]": [interval(*x, digits=GAIN_DIGITS, sign=False)
+                                           for x in b[[key, f"{key}_low", f"{key}_high"]].to_numpy()],
+        "tied with the leader then": ["leader" if s == r.before_race.pick else "yes" if t else "no"
+                                      for s, t in zip(b["setting"], b["tied"], strict=True)],
+    })
+    return _html_table(early)
+
+
+def _every_candidate(r: Report) -> HtmlTable | None:
+    if r.candidates is None:
+        return None
+    c = r.candidates.sort_values(["benchmark", "label"])
+    show = pd.DataFrame({"label": c["label"], "dataset": c["benchmark"]})
+    for m in (*METRICS, "id_accuracy"):
+        show[metric_name(m, "test")] = [pm(a, b) for a, b in zip(c[f"test_{m}"], c[f"test_{m}_std"], strict=True)]
+    show["seeds"] = c["seeds"].to_numpy()
+    return _html_table(show, text_columns=2)
+
+
+def _alpha(r: Report) -> HtmlTable | None:
+    if r.alpha is None:
+        return None
+    a = r.alpha.copy()
+    for col in ("relative α", "mean effective α", "min (epoch)", "max (epoch)"):
+        a[col] = a[col].map(lambda x: f"{x:.4g}")
+    return _html_table(a, text_columns=2)
+
+
+def _importance(r: Report) -> HtmlTable | None:
+    if not r.importance:
+        return None
+    imp = pd.DataFrame(r.importance).fillna(0.0)
+    imp = imp.map(lambda x: number(x, GAIN_DIGITS)).reset_index().rename(columns={"index": "parameter"})
+    imp["parameter"] = imp["parameter"].map(param_name)
+    return _html_table(imp)
+
+
+def page_context(r: Report) -> dict:
+    """Everything the template shows, as text, tables and inlined figures."""
+    o = r.objective
+    v = r.verdict
+    alts = {
+        "gains": "each candidate's worst-case score with its 95% interval, by short label",
+        "joint": "normalized gain of every robust-stage trial on each dataset",
+        "marginal": "validation objective of every search trial against α, p_inv, λ and σ",
+        "pareto": "validation ID accuracy against validation OOD AUROC per search trial",
+    }
+    figures = {k: _figure(r.plots[k], alt) if k in r.plots else None for k, alt in alts.items()}
+    return {
+        "objective": {"metric": metric_name(o.name), "scorer": o.scorer,
+                      "scope": "all" if o.ood == "all" else o.ood, "higher": o.mode == "max"},
+        "floor": f"{r.floor:g}",
+        "datasets": r.datasets,
+        "embedded": any(s.embedded for s in r.summaries),
+        "verdict": verdict_sentences(r),
+        "incomplete": r.incomplete,
+        "legend": legend_table(r),
+        "sections": dataset_sections(r),
+        "has_comparison": r.comparison is not None and not r.comparison.empty,
+        "ascood_pick": ASCOOD_PICK,
+        "pick_label": None if v is None else r.labels[v.pick],
+        "pick_vs_ce": _pick_vs_ce(r),
+        "candidates": None if v is None else _candidates(r),
+        "race_seeds": None if r.before_race is None else len(v.seeds),
+        "before_race": _before_race(r),
+        "before_race_seeds": None if r.before_race is None else len(r.before_race.seeds),
+        "alpha": _alpha(r),
+        "every_candidate": _every_candidate(r),
+        "importance": _importance(r),
+        "figures": figures,
+    }
 
 
 def render_html(r: Report) -> str:
-    def table(df: pd.DataFrame) -> str:
-        return df.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0, escape=True)
-
-    def img(path: Path) -> str:
-        data = base64.b64encode(path.read_bytes()).decode()
-        return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
-
-    o = r.objective
-    parts = [
-        "<!doctype html><meta charset='utf-8'><title>ASCOOD cross-setting report</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-        "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%}.verdict{font-size:1.1em;background:#f4f6fa;"
-        "padding:.8em 1em;border-left:4px solid #d62728}@media print{body{max-width:none}img{page-break-inside:avoid}}</style>",
-        "<h1>Which ASCOOD settings hold up across datasets</h1>",
-        "<div class='verdict'>" + "".join(f"<p>{html.escape(s)}</p>" for s in verdict_sentences(r)) + "</div>",
-        f"<p>Chosen on validation only: <b>{html.escape(o.metric)}</b> of <b>{html.escape(o.scorer)}</b> over "
-        f"{html.escape(o.ood)} OOD sets. Normalized gain on dataset d: g = (v − ce)/(100 − ce) for higher-is-better "
-        f"metrics, (ce − v)/ce for FPR@95, the denominator floored at {r.floor:g} point(s); ce is plain CE with the same "
-        "seed. A candidate's score is its worst dataset's seed-mean gain. Intervals: 95% percentile bootstrap over "
-        "seeds (scipy.stats.bootstrap), seeds resampled jointly for all candidates and datasets; two candidates are "
-        "tied when the interval of their paired difference covers 0.</p>",
-    ]
-    if r.verdict is not None:
-        v = r.verdict
-        if r.deltas is not None:
-            d = r.deltas
-            label = r.labels[v.pick]
-            rows = pd.DataFrame({
-                "dataset": d["dataset"], f"{label} (val)": d["value"].map(lambda x: f"{x:.2f}"),
-                "CE (val)": d["ce"].map(lambda x: f"{x:.2f}"),
-                "Δ [95% interval]": [ci_text(*x) for x in d[["delta", "delta_low", "delta_high"]].to_numpy()],
-            })
-            if r.candidates is not None:
-                t = r.candidates.set_index(["setting", "benchmark"])
-                for who, s in ((label, v.pick), ("CE", CE)):
-                    rows[f"{who} test AUROC"] = [_pm(*t.loc[(s, ds), ["test_auroc", "test_auroc_std"]]) for ds in d["dataset"]]
-                    rows[f"{who} test FPR@95"] = [_pm(*t.loc[(s, ds), ["test_fpr95", "test_fpr95_std"]]) for ds in d["dataset"]]
-            parts += [f"<h2>Per dataset: {html.escape(label)} against plain CE</h2>",
-                      f"<p>Validation {html.escape(o.name)} (seed means, paired difference with interval); test "
-                      "metrics mean ± std over seeds, for reading, never for choosing.</p>", table(rows)]
-        cand = v.table
-        show = pd.DataFrame({"label": cand["setting"].map(r.labels)})
-        if v.criterion == "gain":
-            gain_cols = ["worst_gain", "worst_gain_low", "worst_gain_high"]
-            show["worst-case gain [95%]"] = [ci_text(*x) for x in cand[gain_cols].to_numpy()]
-            show["mean gain"] = cand["mean_gain"].map(lambda x: f"{x:.2f}")
-            for dcol in [c for c in cand.columns if c.startswith("gain/")]:
-                show[f"gain on {dcol[5:]}"] = cand[dcol].map(lambda x: f"{x:.2f}")
-        regret_cols = ["worst_regret", "worst_regret_low", "worst_regret_high"]
-        show["worst regret [95%]"] = [ci_text(*x) for x in cand[regret_cols].to_numpy()]
-        diff_cols = ["diff_to_pick", "diff_low", "diff_high"]
-        show["difference to pick [95%]"] = [ci_text(*x, digits=3) for x in cand[diff_cols].to_numpy()]
-        show["tied with pick"] = ["pick" if s == v.pick else ("yes" if t else "no")
-                                  for s, t in zip(cand["setting"], cand["tied"], strict=True)]
-        title = "Candidates" if r.before_race is None else f"Finalists of the race ({len(v.seeds)} seeds)"
-        parts += [f"<h2>{title}</h2>", table(show), img(r.plots["gains"])]
-        if r.before_race is not None:
-            b, criterion = r.before_race.table, r.before_race.criterion
-            key = "worst_gain" if criterion == "gain" else "worst_regret"
-            early = pd.DataFrame({
-                "label": b["setting"].map(r.labels),
-                f"{key.replace('_', ' ')} [95%]": [ci_text(*x) for x in b[[key, f"{key}_low", f"{key}_high"]].to_numpy()],
-                "tied with the leader then": ["leader" if s == r.before_race.pick else "yes" if t else "no"
-                                              for s, t in zip(b["setting"], b["tied"], strict=True)],
-            })
-            parts += [f"<h3>Every candidate at the {len(r.before_race.seeds)} seeds they share (before the race)</h3>",
-                      table(early)]
-        parts += ["<h3>Legend</h3>", table(r.legend)]
-        if r.alpha is not None:
-            parts += ["<h2>Relative α on each dataset</h2>",
-                      "<p>The absolute α a relative-α candidate applied (mean over its transfer runs' evaluated epochs "
-                      "of each epoch's mean α_eff): what to set as the released code's absolute α on that dataset.</p>",
-                      table(r.alpha)]
-    if r.joint is not None:
-        parts += ["<h2>Robust-stage trials: normalized gain per dataset</h2>", img(r.plots["joint"])]
-    if r.candidates is not None:
-        c = r.candidates
-        test = pd.DataFrame({"label": c["label"], "dataset": c["benchmark"],
-                             "test AUROC": [_pm(a, b) for a, b in zip(c["test_auroc"], c["test_auroc_std"], strict=True)],
-                             "test FPR@95": [_pm(a, b) for a, b in zip(c["test_fpr95"], c["test_fpr95_std"], strict=True)],
-                             "test ID acc": c["test_id_accuracy"].map(lambda x: f"{x:.1f}"), "seeds": c["seeds"]})
-        parts += ["<h2>Every candidate on every dataset (test, mean ± std over seeds)</h2>",
-                  table(test.sort_values(["dataset", "label"]))]
-    if r.comparison is not None:
-        parts += comparison_html(r.comparison, o, table)
-    per = r.per_dataset.rename(columns=lambda c: HEADERS.get(c, c.replace("final_test_", "final test ").replace("_std", " std")))
-    parts += ["<h2>Per dataset: the validation-selected setting of its own search</h2>", table(per)]
-    if r.importance:
-        imp = pd.DataFrame(r.importance).fillna(0.0).reset_index().rename(columns={"index": "parameter"})
-        parts += ["<h2>Parameter importance (Optuna, per study)</h2>", table(imp)]
-    for key, title in (("marginal", "Marginal effects (search trials)"), ("pareto", "ID accuracy vs validation OOD AUROC")):
-        if key in r.plots:
-            parts += [f"<h2>{title}</h2>", img(r.plots[key])]
-    return "\n".join(parts)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2").render(page_context(r))

@@ -309,7 +309,7 @@ def test_robust_stage_reuse_and_verdict_end_to_end(tmp_path):
     pick = next(c for c in summary["candidates"] if c["setting"] == summary["robust_pick"])
     assert pick["worst_gain_low"] <= pick["worst_gain"] <= pick["worst_gain_high"]
     html = (out / "report.html").read_text()
-    assert html.index("class='verdict'") < html.index("<table")
+    assert html.index('class="verdict"') < html.index("<table")
     assert html.count("data:image/png;base64,") == 4
     import matplotlib.image as mpimg
 

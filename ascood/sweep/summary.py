@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ascood import storage
+from ascood.labels import VAL_DIGITS, compact_setting, interval, metric_name, number, pm
 from ascood.results import METRICS, SETTING_COLUMNS, read_results, select
 from ascood.sweep.objective import objective_value
 from ascood.sweep.spec import Objective
@@ -103,12 +104,6 @@ def summarize_frame(df: pd.DataFrame, objective: Objective, order: list[str] | N
     return out
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def _trials_cell(trials: dict[str, int]) -> str:
     short = {"completed": "done", "stopped-early": "stopped", "failed": "failed", "running": "running"}
     return "\n".join(f"{v} {short.get(k, k)}" for k, v in sorted(trials.items()))
@@ -118,27 +113,25 @@ def summary_table(summaries: list[DatasetSummary], objective: Objective, name: s
     table = Table(title=f"sweep {name}: best per dataset, chosen on validation only")
     table.add_column("dataset", min_width=12)
     table.add_column("trials")
-    for col in (f"val {objective.name}", "test AUROC", "test FPR@95", "ID acc"):
+    for col in (metric_name(objective.name, "val"), metric_name("auroc", "test"), metric_name("fpr95", "test"),
+                metric_name("id_accuracy", "test")):
         table.add_column(col, justify="right")
     embedded = False
     configs = []
     for s in summaries:
         embedded |= s.embedded
 
-        def pm(key: str, final: dict = s.final) -> str:
-            if key not in final:
-                return "-"
-            mean, std = final[key]
-            return f"{mean:.1f}±{std:.1f}"
+        def cell(key: str, final: dict = s.final) -> str:
+            return pm(*final[key]) if key in final else "-"
 
-        best = "-" if s.best is None else f"{s.best.objective:.2f}"
+        best = "-" if s.best is None else number(s.best.objective, VAL_DIGITS)
         table.add_row(f"{escape(s.benchmark)}\n{s.setting}", _trials_cell(s.trials), best,
-                      pm("auroc"), pm("fpr95"), pm("id_accuracy"))
+                      cell("auroc"), cell("fpr95"), cell("id_accuracy"))
         if s.best is not None:
-            configs.append(f"{escape(s.benchmark)}: " + " ".join(f"{k}={_fmt(v)}" for k, v in s.best.params.items()))
+            configs.append(f"{escape(s.benchmark)}: {escape(compact_setting(s.best.params))}")
     scope = "all OOD sets" if objective.ood == "all" else objective.ood
     seeds = max((s.final_seeds for s in summaries), default=0)
-    caption = [f"val: {objective.scorer} over {scope}; test: same, mean±std over {seeds} final seeds"]
+    caption = [f"val: {objective.scorer} over {scope}; test: same, mean ± std over {seeds} final seeds"]
     caption += [f"best {c}" for c in configs]
     if embedded:
         caption.append("embedded benchmarks: a demo and test bed, not results on the paper's benchmarks")
@@ -166,7 +159,7 @@ def load_frame(results_dir: str) -> pd.DataFrame:
 def comparison_table(df: pd.DataFrame, objective: Objective) -> Table | None:
     """The method comparison (`ascood.comparison`) over all OOD sets, one row per dataset and method;
     None without a comparison stage."""
-    from ascood.comparison import ALL, ASCOOD_PICK, delta_text, method_comparison
+    from ascood.comparison import ALL, ASCOOD_PICK, method_comparison
 
     if df.empty or select(df, stage="comparison").empty:
         return None
@@ -174,20 +167,21 @@ def comparison_table(df: pd.DataFrame, objective: Objective) -> Table | None:
     if table.empty:
         return None
     out = Table(title="ASCOOD against the baseline methods (test, all OOD sets)")
-    for col in ("dataset", "method", "seeds", "test AUROC", "Δ AUROC [95%]", "test FPR@95", "Δ FPR@95 [95%]", "ID acc"):
+    for col in ("dataset", "method", "seeds", metric_name("auroc", "test"), f"Δ {metric_name('auroc')} [95%]",
+                metric_name("fpr95", "test"), f"Δ {metric_name('fpr95')} [95%]", metric_name("id_accuracy", "test")):
         out.add_column(col, justify="left" if col in ("dataset", "method") else "right")
     rows = table[table["group"] == ALL]
     for i, (_, r) in enumerate(rows.iterrows()):
         last = i == len(rows) - 1 or rows.iloc[i + 1]["benchmark"] != r["benchmark"]
         out.add_row(
             escape(str(r["benchmark"])), escape(str(r["method"])), str(r["seeds"]),
-            f"{r['auroc']:.1f}±{r['auroc_std']:.1f}", delta_text(r["delta_auroc"], r["delta_auroc_low"], r["delta_auroc_high"]),
-            f"{r['fpr95']:.1f}±{r['fpr95_std']:.1f}", delta_text(r["delta_fpr95"], r["delta_fpr95_low"], r["delta_fpr95_high"]),
-            f"{r['id_accuracy']:.1f}", end_section=last,
+            pm(r["auroc"], r["auroc_std"]), interval(r["delta_auroc"], r["delta_auroc_low"], r["delta_auroc_high"]),
+            pm(r["fpr95"], r["fpr95_std"]), interval(r["delta_fpr95"], r["delta_fpr95_low"], r["delta_fpr95_high"]),
+            pm(r["id_accuracy"], r["id_accuracy_std"]), end_section=last,
         )
     embedded = bool(df["embedded"].any())
     out.caption = "\n".join([
-        f"scorer {objective.scorer}; mean±std (population) over seeds; Δ = method − {ASCOOD_PICK} (the final stage: "
+        f"scorer {objective.scorer}; mean ± std (population) over seeds; Δ = method − {ASCOOD_PICK} (the final stage: "
         "the search's best setting), paired by seed, 95% t interval; per OOD group: ascood-sweep report",
         *(["embedded benchmarks: a demo and test bed, not results on the paper's benchmarks"] if embedded else []),
     ])
