@@ -34,6 +34,7 @@ from ascood.results import (
     write_results,
 )
 from ascood.scorers import build_scorers
+from ascood.tracking import TrackedRun, TrackingOptions, curves, flat_params, tracking_session
 from ascood.train import CHECKPOINT, CheckpointMismatch, EpochHook, EpochStats, RunFailed, StepHook, fit, make_accelerator
 
 RESULTS = "results.parquet"
@@ -91,6 +92,8 @@ def run_trial(
     on_rows: Callable[[list[dict]], None] | None = None,
     check_rows: Callable[[list[dict]], None] | None = None,
     label_rows: Callable[[list[dict]], list[dict]] | None = None,
+    tracking: TrackingOptions | None = None,
+    tracked: TrackedRun | None = None,
 ) -> TrialResult:
     """Train and evaluate one run in `out_dir` (resuming it when a checkpoint is there).
 
@@ -102,6 +105,8 @@ def run_trial(
     `data_root` and `skip_corrupt` say where a real benchmark's data is and what to do with an
     unreadable image; neither is part of the run's identity. A run whose results file is already
     complete (last epoch, `completed`) with its checkpoint is neither trained nor rewritten.
+    `tracking` names the trackers that get the run's curves, as `tracked` (default: the run id,
+    stores in `out_dir`); like the data's location, it is not part of the run's identity.
     """
     out_dir = Path(out_dir)
     labels = labels or RunLabels()
@@ -120,65 +125,73 @@ def run_trial(
     run_id = run_id_for(cfg)
     done = checkpoint_epoch(out_dir)
     rows = _kept_rows(results, run_id, done, labels)
-    if done == cfg.epochs and finished(rows, cfg.epochs):
-        return TrialResult(run_id, "completed", None, rows)
-    if accelerator.is_main_process:
-        log_attempt(out_dir, done)
-    wall0 = max((r["wall_time_s"] for r in rows), default=0.0)
-    t0 = time.perf_counter()
-    evaluator = Evaluator(
-        data, accelerator, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
-        fpr_convention=cfg.fpr_convention, channels_last=cfg.channels_last,
-        grad_batch_size=grad_chunk(cfg.batch_size, cfg.method, accelerator.device),
-    )
-    scorers = build_scorers(cfg.scorers, cfg.scorer_overrides())
-    trial = TrialResult(run_id, "running", None)
-
-    def write(status: str, reason: str | None) -> None:
-        nonlocal rows
-        rows = with_status(rows, status, reason)
+    tracked = tracked or TrackedRun(name=run_id, store=str(out_dir), experiment="ascood-train")
+    with tracking_session(tracking if accelerator.is_main_process else None, tracked, out_dir,
+                          flat_params(cfg.model_dump()), [f"val/{s}/all/auroc" for s in cfg.scorers], resume_from=done,
+                          kept_rows=rows, artifacts=[] if storage.is_uri(results) else [results]) as session:
+        if done == cfg.epochs and finished(rows, cfg.epochs):
+            session.outcome = "completed"
+            return TrialResult(run_id, "completed", None, rows)
         if accelerator.is_main_process:
-            write_results(results, rows or [status_row(cfg, cfg.benchmark, data.setting, data.embedded, run_id, status,
-                                                       reason, labels)])
+            log_attempt(out_dir, done)
+        wall0 = max((r["wall_time_s"] for r in rows), default=0.0)
+        t0 = time.perf_counter()
+        evaluator = Evaluator(
+            data, accelerator, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+            fpr_convention=cfg.fpr_convention, channels_last=cfg.channels_last,
+            grad_batch_size=grad_chunk(cfg.batch_size, cfg.method, accelerator.device),
+        )
+        scorers = build_scorers(cfg.scorers, cfg.scorer_overrides())
+        trial = TrialResult(run_id, "running", None)
 
-    fresh_rows: list[dict] = []
+        def write(status: str, reason: str | None) -> None:
+            nonlocal rows
+            rows = with_status(rows, status, reason)
+            if accelerator.is_main_process:
+                write_results(results, rows or [status_row(cfg, cfg.benchmark, data.setting, data.embedded, run_id, status,
+                                                           reason, labels)])
 
-    def epoch_end(stats: EpochStats, model) -> None:
-        nonlocal rows, fresh_rows
-        fresh_rows = []
-        if stats.epoch % cfg.eval_every == 0 or stats.epoch == cfg.epochs:
-            results, used = evaluator.evaluate(model, scorers, search=cfg.scorer_search)
-            fresh_rows = make_rows(
-                cfg, cfg.benchmark, data.setting, data.embedded, run_id, stats.epoch, results, used,
-                searched=cfg.scorer_search, train_loss=stats.loss, wall_time_s=wall0 + time.perf_counter() - t0,
-                labels=labels, alpha_eff=stats.alpha_eff,
-            )
-            if label_rows is not None:
-                fresh_rows = label_rows(fresh_rows)
-            rows = upsert_epoch(rows, fresh_rows)
-            if check_rows is not None:
-                check_rows(fresh_rows)
-            write("running", None)
-        if on_epoch is not None:
-            on_epoch(stats, model)
+        fresh_rows: list[dict] = []
 
-    def after_checkpoint(stats: EpochStats) -> None:
-        if stats.epoch == cfg.epochs:  # complete only with its checkpoint; before the report,
-            write("completed", None)  # after which the process may be stopped at once
-        if on_rows is not None and fresh_rows:
-            on_rows(fresh_rows)
+        def epoch_end(stats: EpochStats, model) -> None:
+            nonlocal rows, fresh_rows
+            fresh_rows = []
+            if stats.epoch % cfg.eval_every == 0 or stats.epoch == cfg.epochs:
+                results, used = evaluator.evaluate(model, scorers, search=cfg.scorer_search)
+                fresh_rows = make_rows(
+                    cfg, cfg.benchmark, data.setting, data.embedded, run_id, stats.epoch, results, used,
+                    searched=cfg.scorer_search, train_loss=stats.loss, wall_time_s=wall0 + time.perf_counter() - t0,
+                    labels=labels, alpha_eff=stats.alpha_eff,
+                )
+                if label_rows is not None:
+                    fresh_rows = label_rows(fresh_rows)
+                rows = upsert_epoch(rows, fresh_rows)
+                if check_rows is not None:
+                    check_rows(fresh_rows)
+                write("running", None)
+            if on_epoch is not None:
+                on_epoch(stats, model)
 
-    try:
-        fit(cfg, data, out_dir, accelerator, on_epoch_end=epoch_end, on_step=on_step, after_checkpoint=after_checkpoint,
-            outliers=outliers)
-    except RunFailed as exc:
-        trial.status, trial.reason = "failed", str(exc)
-        write("failed", str(exc))
+        def after_checkpoint(stats: EpochStats) -> None:
+            if stats.epoch == cfg.epochs:  # complete only with its checkpoint; before the report,
+                write("completed", None)  # after which the process may be stopped at once
+            session.log(stats.epoch, curves(fresh_rows, stats))
+            if on_rows is not None and fresh_rows:
+                on_rows(fresh_rows)
+
+        try:
+            fit(cfg, data, out_dir, accelerator, on_epoch_end=epoch_end, on_step=on_step, after_checkpoint=after_checkpoint,
+                outliers=outliers)
+        except RunFailed as exc:
+            trial.status, trial.reason = "failed", str(exc)
+            write("failed", str(exc))
+            trial.rows = rows
+            session.outcome = "failed"
+            return trial
+        trial.status = "completed"
+        if not finished(rows, cfg.epochs):
+            write("completed", None)
         trial.rows = rows
+        session.outcome = "completed"
         return trial
-    trial.status = "completed"
-    if not finished(rows, cfg.epochs):
-        write("completed", None)
-    trial.rows = rows
-    return trial
 

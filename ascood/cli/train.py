@@ -16,6 +16,7 @@ from ascood.cli.common import OneLineParser, UsageError, fail, read_yaml_mapping
 from ascood.config import ConfigError, TrainConfig, field_name, flag_name, validate_config
 from ascood.models import WeightsError, create_model
 from ascood.results import group_means
+from ascood.tracking import TrackingError, parse_tracking
 from ascood.train import CheckpointMismatch, EpochStats
 
 PROG = "ascood-train"
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start anew instead of resuming a run in --out")
     p.add_argument("--data-root", type=Path, help="where real datasets live (default: $ASCOOD_DATA, else ~/data)")
     p.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    p.add_argument("--tracking", default="tensorboard",
+                   help="trackers of the run's curves, comma-separated: tensorboard, mlflow, wandb, or none "
+                        "(default: tensorboard; stores in --out: tb/, mlflow.db, wandb/)")
     for name, field in TrainConfig.model_fields.items():
         flag = flag_name(name)
         kw = {"dest": name, "default": argparse.SUPPRESS, "help": (field.description or f"default: {field.default}")}
@@ -111,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args)
     except UsageError as exc:
         fail(PROG, str(exc))
+    try:
+        tracking = parse_tracking(args.tracking)
+    except ValueError as exc:
+        fail(PROG, f"--tracking {args.tracking}: {exc}")
     if cfg.weights is not None:  # before anything is created; the classifier is not loaded, so any class count does
         try:
             create_model(cfg.backbone, num_classes=2, weights=cfg.weights)
@@ -158,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with progress:
             result = run_trial(cfg, out, accelerator=accelerator, overwrite=args.overwrite, data_root=args.data_root,
-                               skip_corrupt=skip_corrupt_from_env(), on_step=on_step, on_epoch=on_epoch)
-    except (WeightsError, CheckpointMismatch, DatasetError) as exc:
+                               skip_corrupt=skip_corrupt_from_env(), on_step=on_step, on_epoch=on_epoch, tracking=tracking)
+    except (WeightsError, CheckpointMismatch, DatasetError, TrackingError) as exc:
         fail(PROG, str(exc))
     if not main_proc:
         return 0

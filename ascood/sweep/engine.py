@@ -63,6 +63,9 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
     env["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"] = "1"  # a worker that asked for no GPU sees none (Ray 2.60 shows them all)
     env["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # a failed trial's last report has no objective
+    # Tune's own CSV/JSON/TensorBoard loggers would write a second, differently named copy of every
+    # curve under OUT/ray; the trials' tracking (`tracking:`) is where curves go
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables under our Rich display
     init_kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -18,12 +18,14 @@ from pydantic import (
     model_validator,
 )
 
+from ascood import storage
 from ascood.choices import one_of, printable
 from ascood.config import ConfigError, TrainConfig, field_name, validate_config
 from ascood.domains import SPACE_DOMAINS, Float, Int, Seed, check_value
 from ascood.gain import BEST_VALUE, MINIMIZED
 from ascood.method.registry import METHODS, method_options, option_owner
 from ascood.method.synthesis import SYNTHESIS_KINDS
+from ascood.tracking import Tracking, TrackingOptions
 from ascood.yamlfile import YamlFileError, read_mapping, read_text
 
 OBJECTIVE_METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy")
@@ -321,6 +323,7 @@ class SweepSpec(Strict):
     baselines: Annotated[list[Baseline], BeforeValidator(_baseline_entries)] = Field(default_factory=list)
     outliers: str | None = None  # the external outliers of the oe and mixoe baselines (`embedded`, a folder, a list)
     outliers_root: str | None = None  # the image root of an OpenOOD image list given as `outliers`
+    tracking: Tracking = TrackingOptions()  # which trackers get every trial's curves (not part of any run's identity)
 
     @model_validator(mode="after")
     def _unique(self) -> SweepSpec:
@@ -329,6 +332,9 @@ class SweepSpec(Strict):
             raise ValueError("baselines: each method (with its options) may appear once")
         if self.baselines and self.final is None:
             raise ValueError("baselines: they are compared with the final stage's runs, seed by seed; give final: {seeds: [...]}")
+        if self.tracking.mlflow is not None and self.tracking.mlflow.uri is None and storage.is_uri(self.output):
+            raise ValueError("tracking.mlflow.uri: the output is object storage, where no local MLflow store can be; "
+                             "name a tracking server (uri: http://…)")
         names = [d.benchmark for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError("each benchmark may appear once in datasets")

@@ -93,6 +93,7 @@ def trial_meta(ctx: StageContext, dataset: DatasetSpec, stage: str) -> TrialMeta
         defaults=defaults, objective=spec.objective.model_dump(),
         processes=r.processes_per_trial, cpus_per_process=r.cpus_per_process, gpus_per_process=r.gpus_per_process,
         max_failures=r.max_failures, data_root=root, skip_corrupt=ctx.skip_corrupt, cluster_token=ctx.paths.token,
+        tracking=spec.tracking.model_dump(),
     )
 
 

@@ -27,6 +27,7 @@ from ascood.sweep.objective import epoch_metrics, objective_error, objective_val
 from ascood.sweep.outcome import GAIN_PREFIX
 from ascood.sweep.paths import OPTUNA_TRIAL, results_dir, results_file, safe_name, trial_dir, trial_key
 from ascood.sweep.spec import SEARCHABLE, Objective, params_to_config
+from ascood.tracking import TrackedRun, TrackingOptions
 from ascood.train import CHECKPOINT, RunFailed
 from ascood.trial import checkpoint_epoch, run_trial
 
@@ -56,6 +57,7 @@ class TrialMeta:
     seed: int | None = None
     gain_floor: float = 1.0
     gain_ref: float | None = None  # a joint trial's run: CE's objective on its dataset, what `norm_gain` is over
+    tracking: dict | None = None  # the sweep's TrackingOptions (as plain data)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +150,8 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, key: str, rep
         result = run_trial(
             cfg,
             work_dir,
+            tracking=None if meta.tracking is None else TrackingOptions(**meta.tracking),
+            tracked=tracked_as(meta, key, trial_id, work_dir),
             accelerator=accelerator,
             results_path=results_file(meta.out, meta.benchmark, key),
             labels=RunLabels(sweep=meta.sweep, trial_id=trial_id, stage=meta.stage),
@@ -164,6 +168,16 @@ def _run_and_report(cfg_json: str, meta: TrialMeta, trial_id: str, key: str, rep
         report({"status": "failed", "reason": result.reason, "epoch": last_epoch, "epochs": cfg.epochs})
     elif not reported and result.rows:  # finished before this attempt: report its stored last epoch
         report({**epoch_metrics([r for r in result.rows if r["epoch"] == last_epoch], objective), "status": "completed"})
+
+
+def tracked_as(meta: TrialMeta, key: str, trial_id: str, work_dir: Path) -> TrackedRun:
+    """A trial's tracked run: `<dataset>/<trial key>`, the same across restarts of the trial; its
+    stores in the sweep output (in the trial's directory, kept with it, when that is object storage)."""
+    return TrackedRun(
+        name=f"{safe_name(meta.benchmark)}/{key}", store=str(work_dir) if storage.is_uri(meta.out) else meta.out,
+        experiment=meta.sweep, group=meta.benchmark,
+        tags={"sweep": meta.sweep, "dataset": meta.benchmark, "stage": meta.stage, "trial": key, "tune_trial_id": trial_id},
+    )
 
 
 def _train_worker(loop_config: dict) -> None:
