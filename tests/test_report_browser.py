@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ascood.labels import compact_setting, interval, metric_name, number, pm, setting_fields, short_labels
 from ascood.verdict import CE, setting_id
@@ -22,32 +21,6 @@ VIEWPORT = {"width": 1280, "height": 900}
 def _cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ascood.cli.sweep", *map(str, args)], capture_output=True, text=True,
                           timeout=900, env={**os.environ, "COLUMNS": "200"})
-
-
-@pytest.fixture(scope="session")
-def finished_sweep(tmp_path_factory) -> Path:
-    """A tiny finished sweep (about a minute on 2 cores) with every stage a report draws from: a
-    search, final seeds, a CE baseline method and the transfer stage (whose runs are reused)."""
-    root = tmp_path_factory.mktemp("finished_sweep")
-    spec = {
-        "name": "tiny",
-        "output": str(root / "out"),
-        "datasets": [{"benchmark": BENCHMARK}],
-        "trial": {"epochs": 1, "batch_size": 64, "scorers": ["msp", "energy"], "eval_batch_size": 1024},
-        "space": {"alpha": {"low": 0.01, "high": 10.0, "log": True}, "p_inv": {"low": 0.05, "high": 0.5}},
-        "num_samples": 3,
-        "objective": {"metric": "val/auroc", "scorer": "energy"},
-        "resources": {"processes_per_trial": 1, "cpus_per_process": 1, "max_concurrent_trials": 2},
-        "final": {"seeds": [0, 1]},
-        "baselines": ["ce"],
-        "transfer": {"top_k": 1, "seeds": [0, 1], "defaults": True, "baseline": True},
-    }
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    proc = subprocess.run([sys.executable, "-m", "ascood.cli.sweep", str(path), "--no-progress"],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "out"
 
 
 @pytest.fixture(scope="module")
