@@ -91,6 +91,15 @@ def parse_tracking(value: Any) -> TrackingOptions:
         raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
+def check_available(options: TrackingOptions) -> None:
+    """Before a sweep's first trial: every named tracker's library imports (else one line)."""
+    for name in options.names:
+        try:
+            __import__({"tensorboard": "torch.utils.tensorboard"}.get(name, name))
+        except ImportError:
+            raise TrackingError(f"tracking: {name} needs the {name} package: pip install 'ascood[tracking]'") from None
+
+
 @dataclass(frozen=True)
 class TrackedRun:
     """Where and as what one run is tracked (plain values: it travels to trial processes)."""

@@ -4,6 +4,7 @@ continues its own tracked run, every epoch logged once."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -95,3 +96,19 @@ def test_tracking_forms():
     assert parse_tracking("tensorboard,wandb").names == ["tensorboard", "wandb"]
     with pytest.raises(ValueError, match="not a tracker"):
         parse_tracking(["tensorbord"])
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("[tensorboard, neptune]", "tracking: 'neptune' is not a tracker"),
+    ("{mlflow: {url: x}}", "tracking.mlflow.url: unknown key"),
+])
+def test_a_bad_tracking_entry_is_one_line_naming_it(tmp_path, entry, message):
+    quickstart = Path(__file__).parents[1] / "sweeps" / "quickstart.yaml"
+    text = quickstart.read_text().replace("tracking: [tensorboard, mlflow]", f"tracking: {entry}")
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "ascood.cli.sweep", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

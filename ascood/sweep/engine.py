@@ -31,6 +31,7 @@ from ascood.sweep.resources import concurrency, trial_resources
 from ascood.sweep.spec import SweepSpec
 from ascood.sweep.stages import StageContext, run_stages
 from ascood.sweep.trainable import sweep_trial
+from ascood.tracking import TrackingError, check_available
 
 __all__ = ["SweepRun", "SweepSetupError", "run_sweep"]
 
@@ -53,6 +54,10 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
     spec = run.spec
     paths = SweepPaths(shared_output.location(spec.output))
     check_output(paths.out)
+    try:
+        check_available(spec.tracking)
+    except TrackingError as exc:
+        raise SweepSetupError(str(exc)) from None
     check_datasets(spec, skip_corrupt=run.skip_corrupt)
     if not run.address:  # what a local Ray will have: refuse a trial that cannot fit before starting it
         concurrency(spec, float(os.cpu_count() or 1), float(local_gpus()))
