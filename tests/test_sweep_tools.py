@@ -12,7 +12,7 @@ import optuna
 import psutil
 import pytest
 import requests
-from conftest import free_port, stop_tree
+from conftest import free_port, stop_tree, wandb_history
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ascood.results import read_results
@@ -58,7 +58,11 @@ def test_tensorboard_mlflow_and_wandb_hold_every_trained_trial(finished_sweep):
     for name in keys:
         rid = wandb_id(TrackedRun(name=name, store=str(out), experiment="tiny"))
         [run_dir] = (out / "wandb" / "wandb").glob(f"offline-run-*-{rid}")
-        assert (run_dir / f"run-{rid}.wandb").stat().st_size > 0
+        run, history = wandb_history(run_dir / f"run-{rid}.wandb")
+        assert run["name"] == name and run["group"] == DATASET and run["job_type"] == name.split("/")[1].split("-")[0]
+        val = keys[name][(keys[name]["split"] == "val") & (keys[name]["scorer"] == "energy")]
+        assert [h["_step"] for h in history] == [1]
+        assert history[0]["val/energy/all/auroc"] == pytest.approx(val["auroc"].mean(), rel=1e-6)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import wandb_history
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ascood.config import validate_config
@@ -72,7 +73,10 @@ def test_an_interrupted_run_continues_its_own_tracked_runs(tmp_path):
     rid = wandb_id(TrackedRun(name=run, store=str(tmp_path), experiment="ascood-train"))
     offline = sorted((tmp_path / "wandb" / "wandb").glob(f"offline-run-*-{rid}"))
     assert len(offline) == 2  # two attempts, one W&B run id: `wandb sync` makes them one run
-    assert all((d / f"run-{rid}.wandb").stat().st_size > 0 for d in offline)
+    first, second = (wandb_history(d / f"run-{rid}.wandb") for d in offline)
+    assert first[0]["id"] == second[0]["id"] == rid and first[0]["name"] == run
+    assert [h["_step"] for h in first[1]] == [1] and [h["_step"] for h in second[1]] == [2]
+    assert second[1][0]["val/energy/all/auroc"] == pytest.approx(logged[2], rel=1e-6)
 
 
 def test_train_cli_tracks_to_tensorboard_by_default_and_refuses_unknown_trackers(tmp_path):
