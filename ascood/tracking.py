@@ -100,6 +100,20 @@ def check_available(options: TrackingOptions) -> None:
             raise TrackingError(f"tracking: {name} needs the {name} package: pip install 'ascood[tracking]'") from None
 
 
+def prepare_mlflow(options: TrackingOptions, store: str, experiment: str) -> None:
+    """In the sweep's driver, before any trial: MLflow's store made (a fresh SQLite store runs its
+    schema migrations, which two trials starting together would race) and the sweep's experiment
+    created, so trials only open them."""
+    if options.mlflow is None:
+        return
+    where = Path(store).absolute()
+    try:
+        _Mlflow.experiment_id(options.mlflow, where, experiment)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise TrackingError(f"tracking.mlflow: {_Mlflow.uri(options.mlflow, where)}: {type(exc).__name__}: {first}") from None
+
+
 @dataclass(frozen=True)
 class TrackedRun:
     """Where and as what one run is tracked (plain values: it travels to trial processes)."""
@@ -188,20 +202,8 @@ class _Mlflow:
         except ImportError:
             raise TrackingError("tracking: mlflow needs the mlflow package: pip install 'ascood[tracking]'") from None
         store = Path(run.store).absolute()
-        uri = options.uri or f"sqlite:///{store / 'mlflow.db'}"
-        self.client = MlflowClient(tracking_uri=uri)
-        name = options.experiment or run.experiment
-        experiment = self.client.get_experiment_by_name(name)
-        if experiment is None:
-            try:
-                eid = self.client.create_experiment(name, artifact_location=None if options.uri else (store / "mlruns").as_uri())
-            except Exception:  # another trial created it first
-                experiment = self.client.get_experiment_by_name(name)
-                if experiment is None:
-                    raise
-                eid = experiment.experiment_id
-        else:
-            eid = experiment.experiment_id
+        eid = self.experiment_id(options, store, run.experiment)
+        self.client = MlflowClient(tracking_uri=self.uri(options, store))
         found = self.client.search_runs([eid], filter_string=f"tags.`{self.RUN_TAG}` = '{run.name}'", max_results=1)
         if found:
             self.run_id = found[0].info.run_id
@@ -213,6 +215,28 @@ class _Mlflow:
             self.run_id = self.client.create_run(eid, run_name=run.name, tags=tags).info.run_id
             self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
             self.logged = {}
+
+    @staticmethod
+    def uri(options: MlflowTracking, store: Path) -> str:
+        return options.uri or f"sqlite:///{store / 'mlflow.db'}"
+
+    @classmethod
+    def experiment_id(cls, options: MlflowTracking, store: Path, default_name: str) -> str:
+        """The experiment's id, creating it (and a local store) when it is not there yet."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=cls.uri(options, store))
+        name = options.experiment or default_name
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=None if options.uri else (store / "mlruns").as_uri())
+        except Exception:  # another process created it first
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
 
     def log(self, epoch: int, metrics: dict[str, float]) -> None:
         import time

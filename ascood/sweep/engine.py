@@ -31,7 +31,7 @@ from ascood.sweep.resources import concurrency, trial_resources
 from ascood.sweep.spec import SweepSpec
 from ascood.sweep.stages import StageContext, run_stages
 from ascood.sweep.trainable import sweep_trial
-from ascood.tracking import TrackingError, check_available
+from ascood.tracking import TrackingError, check_available, prepare_mlflow
 
 __all__ = ["SweepRun", "SweepSetupError", "run_sweep"]
 
@@ -90,6 +90,10 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
                 max_conc = cluster_concurrency(spec, total.get("CPU", 0.0), total.get("GPU", 0.0), progress)
             else:
                 max_conc = concurrency(spec, total.get("CPU", 0.0), total.get("GPU", 0.0))
+            try:
+                prepare_mlflow(spec.tracking, str(paths.out), spec.name)  # (object storage: validation asked for a server)
+            except TrackingError as exc:
+                raise SweepSetupError(str(exc)) from None
         except BaseException:
             undo()
             raise
