@@ -124,10 +124,54 @@ def finished_sweep(tmp_path_factory) -> Path:
     }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
-    proc = subprocess.run([sys.executable, "-m", "ascood.cli.sweep", str(path), "--no-progress"],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # on a pseudo-terminal, so the live display runs as a user sees it (tests/test_progress.py reads it)
+    rc, screen = run_in_pty([sys.executable, "-m", "ascood.cli.sweep", str(path)], timeout=900)
+    (root / "terminal.txt").write_text(screen)
+    assert rc == 0, screen[-3000:]
     return root / "out"
+
+
+def run_in_pty(cmd: list[str], *, timeout: float, cols: int = 140, rows: int = 50) -> tuple[int, str]:
+    """(exit code, everything written) of `cmd` run on a pseudo-terminal of `cols`×`rows` as its
+    stdin, stdout and stderr, in its own session; stopped with its descendants past `timeout`.
+    Reading ends when the command has exited and its output has gone quiet (processes it started,
+    such as Ray's, may keep the terminal open)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "TERM")}
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm-256color"},
+                            start_new_session=True)
+    os.close(slave)
+    out, deadline, quiet_since = bytearray(), time.monotonic() + timeout, None
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                stop_tree([proc.pid])
+                raise AssertionError(f"{cmd}: still running after {timeout} s; last output: {out[-2000:]!r}")
+            ready, _, _ = select.select([master], [], [], 0.2)
+            data = b""
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every writer has closed the terminal
+                    break
+                out += data
+            if proc.poll() is None or data:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > 1.0:
+                break
+    finally:
+        os.close(master)
+    return proc.wait(), out.decode(errors="replace")
 
 
 def wandb_history(path) -> tuple[dict, list[dict]]:

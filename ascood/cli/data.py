@@ -1,6 +1,7 @@
 """`ascood-data check [ROOT] [BENCHMARK…]`: what of the paper's benchmarks is under a data root.
 
-Exit codes: 0 every requested benchmark complete, 1 some incomplete, 2 bad input.
+Exit codes: 0 every requested benchmark complete, 1 some incomplete, 2 bad input. Decoding
+progress goes to stderr (a bar on a terminal, a line each tenth otherwise); the tables to stdout.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def _parser() -> OneLineParser:
     p.add_argument("items", nargs="*", metavar="[ROOT] [BENCHMARK]",
                    help="data root (default: $ASCOOD_DATA, else ~/data), then benchmarks (default: all seven)")
     p.add_argument("--no-decode", action="store_true", help="only look for files; do not decode (and cache) the images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     return p
 
 
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from ascood.data.env import data_root
     from ascood.data.errors import DatasetError, UnknownBenchmarkError
     from ascood.data.registry import get_spec, parse_name
+    from ascood.progress_report import progress_for, reporting
 
     items = list(args.items)
     known = set(real_benchmarks())
@@ -52,24 +55,25 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console()
     incomplete = []
-    for name in names:
-        try:
-            report = check_benchmark(name, root, decode=not args.no_decode)
-        except (UnknownBenchmarkError, DatasetError) as exc:
-            fail(PROG, str(exc))
-        status = "[green]complete[/green]" if report.complete else "[red]incomplete[/red]"
-        table = Table(title=f"{name} · {report.layout or 'not found'} layout · {status}", title_justify="left")
-        for col in ("part", "status", "images", "source", "problems"):
-            table.add_column(col, justify="right" if col == "images" else "left", overflow="fold")
-        for p in report.parts:
-            colour = {"found": "green", "missing": "red", "problem": "yellow"}[p.status]
-            table.add_row(p.name, f"[{colour}]{p.status}[/{colour}]", "" if p.images is None else str(p.images),
-                          p.source, "; ".join(p.problems))
-        for msg in report.problems:
-            table.add_row("(benchmark)", "[red]problem[/red]", "", str(root), msg)
-        console.print(table)
-        if not report.complete:
-            incomplete.append(name)
+    with reporting(progress_for(quiet=args.no_progress)) as progress:
+        for name in names:
+            try:
+                report = check_benchmark(name, root, decode=not args.no_decode, progress=progress)
+            except (UnknownBenchmarkError, DatasetError) as exc:
+                fail(PROG, str(exc))
+            status = "[green]complete[/green]" if report.complete else "[red]incomplete[/red]"
+            table = Table(title=f"{name} · {report.layout or 'not found'} layout · {status}", title_justify="left")
+            for col in ("part", "status", "images", "source", "problems"):
+                table.add_column(col, justify="right" if col == "images" else "left", overflow="fold")
+            for p in report.parts:
+                colour = {"found": "green", "missing": "red", "problem": "yellow"}[p.status]
+                table.add_row(p.name, f"[{colour}]{p.status}[/{colour}]", "" if p.images is None else str(p.images),
+                              p.source, "; ".join(p.problems))
+            for msg in report.problems:
+                table.add_row("(benchmark)", "[red]problem[/red]", "", str(root), msg)
+            console.print(table)
+            if not report.complete:
+                incomplete.append(name)
     if incomplete:
         console.print(f"[red]incomplete:[/red] {', '.join(incomplete)} under {root}")
         return 1

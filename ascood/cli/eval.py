@@ -1,6 +1,9 @@
 """`ascood-eval`: evaluate trained runs with any post-hoc scorers, searched on validation data.
 
     ascood-eval RUN_DIR… [--benchmark NAME] [--scorers a,b,…|all] [--no-search] [--out FILE] [--data-root DIR]
+
+Progress over the runs (and any image decoding) goes to stderr: a bar on a terminal, a line each
+tenth of the way otherwise; the tables to stdout.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the runs' cached features")
     p.add_argument("--out", type=Path, help="Parquet file for all rows (default: eval.parquet in each run directory)")
     p.add_argument("--data-root", type=Path, help="where real datasets live (default: $ASCOOD_DATA, else ~/data)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     return p
 
 
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from ascood.data import DatasetError, UnknownBenchmarkError
     from ascood.data.env import skip_corrupt_from_env
     from ascood.posthoc import RunDirError, evaluate_run
+    from ascood.progress_report import progress_for, reporting
     from ascood.results import write_results
     from ascood.scorers import SCORERS
     from ascood.storage import unusable_dir
@@ -68,17 +73,21 @@ def main(argv: list[str] | None = None) -> int:
             fail(PROG, f"--out {args.out}: {reason}")
     console = Console()
     all_rows = []
-    for run in args.runs:
-        console.print(f"[bold]{PROG}[/bold] {run}: {len(names)} scorers, search {'off' if args.no_search else 'on validation'}")
-        try:
-            rows = evaluate_run(run, benchmark=args.benchmark, scorer_names=names, search=not args.no_search,
-                                use_cache=not args.no_cache, data_root=args.data_root,
-                                skip_corrupt=skip_corrupt_from_env())
-        except (RunDirError, UnknownBenchmarkError, DatasetError) as exc:
-            fail(PROG, str(exc))
-        if args.out is None:
-            write_results(run / "eval.parquet", rows)
-        all_rows += [{**r, "run_dir": str(run)} for r in rows]
+    with reporting(progress_for(quiet=args.no_progress)) as progress, \
+            progress.task("evaluate", len(args.runs), "runs") as done:
+        for run in args.runs:
+            console.print(f"[bold]{PROG}[/bold] {run}: {len(names)} scorers, "
+                          f"search {'off' if args.no_search else 'on validation'}")
+            try:
+                rows = evaluate_run(run, benchmark=args.benchmark, scorer_names=names, search=not args.no_search,
+                                    use_cache=not args.no_cache, data_root=args.data_root,
+                                    skip_corrupt=skip_corrupt_from_env())
+            except (RunDirError, UnknownBenchmarkError, DatasetError) as exc:
+                fail(PROG, str(exc))
+            if args.out is None:
+                write_results(run / "eval.parquet", rows)
+            all_rows += [{**r, "run_dir": str(run)} for r in rows]
+            done.advance()
     if args.out is not None:
         write_results(args.out, [{k: v for k, v in r.items() if k != "run_dir"} for r in all_rows])
     df = pd.DataFrame(all_rows)

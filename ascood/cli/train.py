@@ -163,8 +163,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if main_proc:
         console.print(f"[bold]{PROG}[/bold] {cfg.method} on {cfg.benchmark} -> {out}")
+    from ascood.progress_report import PlainLines, Reporter, RichBars, reporting
+
+    # the decoded-image cache build shares the training bar's display on a terminal; lines otherwise
+    shown = RichBars(bars=progress) if show else PlainLines() if main_proc and not args.no_progress else Reporter()
     try:
-        with progress:
+        with progress, reporting(shown):
             result = run_trial(cfg, out, accelerator=accelerator, overwrite=args.overwrite, data_root=args.data_root,
                                skip_corrupt=skip_corrupt_from_env(), on_step=on_step, on_epoch=on_epoch, tracking=tracking)
     except (WeightsError, CheckpointMismatch, DatasetError, TrackingError) as exc:

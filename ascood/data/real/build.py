@@ -1,5 +1,9 @@
 """The real benchmarks built: the inventory's parts decoded (through the decoded-image cache)
-into a `BenchmarkData`, and each definition registered as a benchmark on import."""
+into a `BenchmarkData`, and each definition registered as a benchmark on import.
+
+Decoding reports to the reporter the running command installed (`progress_report.current()`),
+from the first part that is not cached yet: a build from the cache shows nothing.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,12 @@ import torch
 from ascood.data.decode import decode_files, resize_square
 from ascood.data.env import cache_dir
 from ascood.data.errors import DatasetNotFound
-from ascood.data.real.parts import inventory
+from ascood.data.real.parts import Part, inventory
 from ascood.data.real.schema import BenchmarkDef, definitions, geometry, normalization, specialize
 from ascood.data.registry import register_benchmark
 from ascood.data.sources import Records
 from ascood.data.types import BenchmarkData, OODSet, Split
+from ascood.progress_report import Task, current
 
 
 def build(defn: BenchmarkDef, root: Path, params: dict, display_name: str, *, skip_corrupt: bool) -> BenchmarkData:
@@ -25,7 +30,7 @@ def build(defn: BenchmarkDef, root: Path, params: dict, display_name: str, *, sk
         raise DatasetNotFound(f"{display_name}: {inv.first_problem()}" if inv.layout else inv.first_problem())
     decode_size, geo = geometry(defn, int(params["size"]))
     store = cache_dir() / "decoded"
-    parts = {p.name: _decoded(p.records, decode_size, store, skip_corrupt) for p in inv.parts}
+    parts = _decoded_parts(inv.parts, decode_size, store, skip_corrupt, display_name)
     mean, std = normalization(defn)
     ood = []
     empty = Split(torch.zeros(0, 3, decode_size, decode_size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
@@ -37,13 +42,39 @@ def build(defn: BenchmarkDef, root: Path, params: dict, display_name: str, *, sk
     )
 
 
-def _decoded(records: Records, size: int, store: Path, skip_corrupt: bool) -> Split:
+def _decoded_parts(parts: list[Part], size: int, store: Path, skip_corrupt: bool, label: str) -> dict[str, Split]:
+    """Every part as a split; the progress task, over the images left, starts with the first
+    part that is decoded rather than read from the cache."""
+    left = sum(len(p.records) for p in parts if p.records.pixels is None)
+    task: Task | None = None
+
+    def decoded(n: int) -> None:
+        nonlocal task
+        if task is None:
+            task = current().task(f"decode {label}", total=left, unit="images", transient=True)
+        task.advance(n)
+
+    out = {}
+    try:
+        for p in parts:
+            out[p.name] = _decoded(p.records, size, store, skip_corrupt, decoded)
+            if p.records.pixels is None:
+                left -= len(p.records)
+                if task is not None:
+                    task.update(task.total - left)
+    finally:
+        if task is not None:
+            task.close()
+    return out
+
+
+def _decoded(records: Records, size: int, store: Path, skip_corrupt: bool, progress: Callable[[int], None]) -> Split:
     if records.pixels is not None:
         images = torch.from_numpy(np.ascontiguousarray(records.pixels))
         if images.shape[-1] != size:
             images = resize_square(images, size)
         return Split(images, torch.from_numpy(records.labels))
-    decoded = decode_files(records.paths, size, store, skip_corrupt=skip_corrupt)
+    decoded = decode_files(records.paths, size, store, skip_corrupt=skip_corrupt, progress=progress)
     return Split(decoded.images, torch.from_numpy(records.labels[decoded.kept]))
 
 
