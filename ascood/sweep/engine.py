@@ -21,6 +21,7 @@ from ray import tune
 
 from ascood import storage
 from ascood.data.env import cache_dir
+from ascood.progress_report import PlainLines, reporting
 from ascood.sweep import shared_output
 from ascood.sweep.errors import SweepSetupError
 from ascood.sweep.local_ray import start_local_ray
@@ -58,7 +59,9 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
         check_available(spec.tracking)
     except TrackingError as exc:
         raise SweepSetupError(str(exc)) from None
-    check_datasets(spec, skip_corrupt=run.skip_corrupt)
+    emit = lambda line: progress.console.print(line, markup=False, highlight=False)  # noqa: E731
+    with reporting(PlainLines(emit=emit)):  # above the live table, which a second bar cannot share
+        check_datasets(spec, skip_corrupt=run.skip_corrupt)
     if not run.address:  # what a local Ray will have: refuse a trial that cannot fit before starting it
         concurrency(spec, float(os.cpu_count() or 1), float(local_gpus()))
     undo = lambda: None  # noqa: E731
