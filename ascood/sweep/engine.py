@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 import ray
 from ray import tune
+from ray.tune.experiment import Experiment
 
 from ascood import storage
 from ascood.data.env import cache_dir
 from ascood.progress_report import PlainLines, reporting
-from ascood.sweep import shared_output
+from ascood.sweep import shared_output, timeline
 from ascood.sweep.errors import SweepSetupError
 from ascood.sweep.local_ray import start_local_ray
 from ascood.sweep.paths import SweepPaths
@@ -53,6 +56,7 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
     """Run (or resume) every stage of the sweep. Blocks until done. A start that fails before the
     first stage (data, output, resources, Ray) leaves nothing behind that it created."""
     spec = run.spec
+    started = time.time()
     paths = SweepPaths(shared_output.location(spec.output))
     check_output(paths.out)
     try:
@@ -85,6 +89,7 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
     except BaseException:
         undo()
         raise
+    ray_started = time.time()
     try:
         try:
             total = ray.cluster_resources()
@@ -101,12 +106,20 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
             undo()
             raise
         resources, _ = trial_resources(spec)
+        # registered once here, by the name Tune would give it: every stage's Tuner, in its own thread,
+        # then names it, and Tune's registry (not thread-safe) is never written concurrently
+        trainable = tune.with_resources(sweep_trial, resources)
+        trainable_name = Experiment.get_trainable_name(trainable)
+        tune.register_trainable(trainable_name, trainable)
+        timeline.start(None if storage.is_uri(str(paths.out)) else Path(paths.out))
+        timeline.record("sweep_start", t_start=started, t_ray=ray_started, resume=run.resume)
         ctx = StageContext(
-            spec=spec, paths=paths, trainable=tune.with_resources(sweep_trial, resources), max_concurrent=max_conc,
+            spec=spec, paths=paths, trainable=trainable_name, max_concurrent=max_conc,
             study_storage=optuna.storages.RDBStorage(paths.study_url), progress=progress,
             skip_corrupt=run.skip_corrupt,
         )
         run_stages(ctx)
+        timeline.record("stages_end")
     finally:
         if paths.study is not None:
             paths.study.push()

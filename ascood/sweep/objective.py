@@ -31,12 +31,14 @@ def epoch_metrics(rows: list[dict], objective: Objective) -> dict:
     """What a trial reports to Tune after an evaluated epoch."""
     df = pd.DataFrame(rows)
     val = select(df, split="val")
+    wall = df["wall_time_s"].max() if "wall_time_s" in df else None
     return {
         "objective": objective_value(df, objective),
         "val_id_accuracy": float(val["id_accuracy"].iloc[0]),
         "epoch": int(df["epoch"].iloc[0]),
         "epochs": int(df["epochs"].iloc[0]),
         "status": "running",
+        **({"wall_time_s": float(wall)} if wall is not None and wall == wall else {}),
     }
 
 

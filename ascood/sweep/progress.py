@@ -7,6 +7,7 @@ and restores them on resume); it reports to the module's current `SweepProgress`
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from ascood.sweep import timeline
 from ascood.sweep.outcome import trial_outcome
 
 
@@ -43,6 +45,7 @@ class SweepProgress:
         self.objective_label = objective_label
         self.stages: dict[str, StageState] = {}
         self.t0 = time.monotonic()
+        self._lock = threading.RLock()  # several datasets' Tune loops report from their own threads
         self._live = Live(self._table(), console=console, refresh_per_second=2, transient=False) if live else None
 
     def __enter__(self) -> SweepProgress:
@@ -60,10 +63,15 @@ class SweepProgress:
             self._live.__exit__(*exc)
 
     def begin(self, key: str, planned: int, mode: str) -> None:
-        self.stages.setdefault(key, StageState(planned, mode))
-        self.refresh()
+        with self._lock:
+            self.stages.setdefault(key, StageState(planned, mode))
+            self.refresh()
 
     def event(self, key: str, trial_id: str, kind: str, result: dict | None = None) -> None:
+        with self._lock:
+            self._event(key, trial_id, kind, result)
+
+    def _event(self, key: str, trial_id: str, kind: str, result: dict | None) -> None:
         st = self.stages.get(key)
         if st is None:
             return
@@ -88,8 +96,9 @@ class SweepProgress:
         self.refresh()
 
     def refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self._table())
+        with self._lock:
+            if self._live is not None:
+                self._live.update(self._table())
 
     def _table(self) -> Table:
         elapsed = time.monotonic() - self.t0
@@ -110,12 +119,15 @@ CURRENT: SweepProgress | None = None
 
 
 class ProgressCallback(Callback):
+    """The driver's view of a stage's trials: the live display and the timeline."""
+
     def __init__(self, key: str):
         self.key = key
 
     def _emit(self, trial, kind: str, result: dict | None = None) -> None:
         if CURRENT is not None:
             CURRENT.event(self.key, trial.trial_id, kind, result)
+        timeline.trial_event(self.key, trial.trial_id, kind, result)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._emit(trial, "start")

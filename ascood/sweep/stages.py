@@ -21,7 +21,8 @@ from ascood import storage
 from ascood.config import validate_config
 from ascood.gain import DEFAULT_FLOOR
 from ascood.results import SETTING_COLUMNS, read_results, read_rows, run_id_for, select, with_status, write_results
-from ascood.sweep import shared_output
+from ascood.sweep import shared_output, timeline
+from ascood.sweep.parallel import STOP, Interrupt, side_by_side
 from ascood.sweep.paths import SweepPaths, experiment_name, results_dir
 from ascood.sweep.progress import ProgressCallback, SweepProgress
 from ascood.sweep.results_status import ResultsStatusCallback
@@ -284,15 +285,19 @@ STAGES = (SEARCH, FINAL, COMPARISON, BASELINE, ROBUST, TRANSFER)
 
 
 def run_stages(ctx: StageContext, stages: tuple[Stage, ...] = STAGES) -> None:
-    """Per dataset, its stages in order; then the `after_all` stages on every dataset (a joint
-    stage once, over all of them)."""
+    """Every dataset's stages in order, the datasets side by side; then the `after_all` stages on
+    every dataset, side by side again (a joint stage once, over all of them)."""
+    STOP.clear()
     wanted = [s for s in stages if s.enabled(ctx.spec)]
-    for dataset in ctx.spec.datasets:
-        for stage in (s for s in wanted if not s.after_all):
-            run_stage(ctx, stage, dataset)
+    before = [s for s in wanted if not s.after_all]
+    datasets = ctx.spec.datasets
+    names = [d.benchmark for d in datasets]
+    side_by_side([lambda d=d: [run_stage(ctx, s, d) for s in before] for d in datasets], names)
     for stage in (s for s in wanted if s.after_all):
-        for dataset in ctx.spec.datasets[:1] if stage.joint else ctx.spec.datasets:
-            run_stage(ctx, stage, dataset)
+        if stage.joint:
+            side_by_side([lambda stage=stage: run_stage(ctx, stage, datasets[0])], [stage.name])
+        else:
+            side_by_side([lambda d=d, stage=stage: run_stage(ctx, stage, d) for d in datasets], names)
     if TRANSFER in wanted and ctx.spec.transfer.max_seeds is not None:
         race(ctx)
 
@@ -322,8 +327,8 @@ def race(ctx: StageContext) -> None:
         plan = Plan(trials=len(racers), param_space={"candidate": tune.grid_search(racers), "seed": seed},
                     tag=f"seed{seed}")
         stage = Stage(TRANSFER.name, enabled=TRANSFER.enabled, plan=lambda ctx, d, m, plan=plan: plan, after_all=True)
-        for dataset in spec.datasets:
-            run_stage(ctx, stage, dataset)
+        side_by_side([lambda d=d, stage=stage: run_stage(ctx, stage, d) for d in spec.datasets],
+                     [d.benchmark for d in spec.datasets])
         seeds.append(seed)
 
 
@@ -332,7 +337,8 @@ def _label(candidate: dict) -> str:
 
 
 def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
-    """Run (or, after a crash, resume) one stage on one dataset; blocks until its trials end."""
+    """Run (or, after a crash, resume) one stage on one dataset; blocks until its trials end. Runs
+    in a `side_by_side` thread, never in the main one (where Tune would take Ctrl-C for itself)."""
     meta = trial_meta(ctx, dataset, stage.name)
     if stage.joint:
         meta = joint_meta(ctx, meta)
@@ -349,7 +355,7 @@ def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
         tuner = tune.Tuner.restore(path, trainable=ctx.trainable, resume_unfinished=True, resume_errored=False)
     else:
         searcher, scheduler = plan.search() if plan.search is not None else (None, None)
-        callbacks = [ProgressCallback(key)]
+        callbacks = [ProgressCallback(key), Interrupt()]
         if not stage.joint:  # a joint trial's runs are each complete or failed on their own
             callbacks.append(ResultsStatusCallback(str(ctx.paths.out), dataset.benchmark, stage.name))
         if ctx.paths.study is not None:
@@ -364,7 +370,9 @@ def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
                 failure_config=tune.FailureConfig(max_failures=ctx.spec.resources.max_failures),
             ),
         )
+    timeline.record("stage_start", stage=key)
     tuner.fit()
+    timeline.record("stage_end", stage=key)
     for d in ctx.spec.datasets if stage.joint else [dataset]:
         close_leftovers(ctx, stage, d)
 

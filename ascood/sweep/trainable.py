@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
+import psutil
 import ray
 import torch
 
@@ -186,16 +188,25 @@ def _train_worker(loop_config: dict) -> None:
     _run_and_report(loop_config["cfg_json"], meta, loop_config["trial_id"], loop_config["key"], ray.train.report)
 
 
+PROCESS_STARTED = psutil.Process().create_time()
+
+
 def sweep_trial(config: dict) -> None:
-    """The Tune trainable."""
+    """The Tune trainable. Every report carries when its process started and when this trial
+    entered it (the sweep's timeline: actor start and data build against training)."""
+    entered = time.time()
+
+    def report(metrics: dict) -> None:
+        ray.tune.report({**metrics, "t_process": PROCESS_STARTED, "t_entered": entered})
+
     meta = TrialMeta(**config["sweep"])
     trial_id = ray.tune.get_context().get_trial_id()
     if meta.joint:
-        joint_trial(config, meta, trial_id, ray.tune.report)
+        joint_trial(config, meta, trial_id, report)
         return
     cfg = validate_config(trial_values(config, meta))
     key = trial_key(meta.stage, config, run_id_for(cfg))
-    run_dataset(cfg, meta, trial_id, key, ray.tune.report)
+    run_dataset(cfg, meta, trial_id, key, report)
 
 
 def run_dataset(cfg: TrainConfig, meta: TrialMeta, trial_id: str, key: str, report: Report | None) -> None:
