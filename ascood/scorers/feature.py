@@ -266,8 +266,8 @@ class Relation(Scorer):
         z = Fs.l2_normalize(outputs.features.double())
         p = outputs.logits.double().softmax(dim=1)
         scores = []
-        for start in range(0, len(z), 256):  # bounded memory: a chunk of queries against the bank
-            r = (z[start : start + 256] @ self.bank_z.T).clamp(min=0) * (p[start : start + 256] @ self.bank_p.T)
+        for s in Fs.row_chunks(z.shape[0], self.bank_z.shape[0], 256):  # bounded memory: a chunk of queries
+            r = (z[s] @ self.bank_z.T).clamp(min=0) * (p[s] @ self.bank_p.T)
             r = torch.where(r.abs() > self.p["threshold"], r, torch.zeros_like(r))
             scores.append((r.sign() * r.abs().pow(self.p["power"])).sum(dim=1))
         return torch.cat(scores).float()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -67,11 +70,29 @@ CHUNK_ELEMENTS = 2**24
 queries in chunks so memory stays bounded on large banks (an N×M block is gigabytes on ImageNet)."""
 
 
+_UNCHUNKED = False
+
+
+@contextmanager
+def unchunked() -> Iterator[None]:
+    """Every bank score in one block for the duration: what a graph export traces, since a loop
+    over `len(queries)` would fix the batch size into the graph (a serving batch is small)."""
+    global _UNCHUNKED
+    before, _UNCHUNKED = _UNCHUNKED, True
+    try:
+        yield
+    finally:
+        _UNCHUNKED = before
+
+
 def row_chunks(n: int, width: int, chunk: int | None = None) -> list[slice]:
     """Slices of `chunk` rows covering n rows (default: as many rows of `width` columns as fit in
-    `CHUNK_ELEMENTS`); n = 0 gives one empty slice, so results still concatenate."""
+    `CHUNK_ELEMENTS`); n = 0 gives one empty slice, so results still concatenate. Under
+    `unchunked()`, one slice of every row."""
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk: expected a positive number of rows, got {chunk}")
+    if _UNCHUNKED:
+        return [slice(None)]
     step = chunk or max(1, CHUNK_ELEMENTS // max(1, width))
     return [slice(i, i + step) for i in range(0, max(n, 1), step)]
 
@@ -80,7 +101,7 @@ def nearest_distances(z: Tensor, bank: Tensor, k: int, *, chunk: int | None = No
     """N×min(k, M) Euclidean distances of every query to its nearest bank rows, ascending."""
     k = min(k, bank.shape[0])
     return torch.cat(
-        [torch.cdist(z[s], bank).topk(k, dim=1, largest=False).values for s in row_chunks(len(z), bank.shape[0], chunk)]
+        [torch.cdist(z[s], bank).topk(k, dim=1, largest=False).values for s in row_chunks(z.shape[0], bank.shape[0], chunk)]
     )
 
 
@@ -94,7 +115,7 @@ def knn_distance(features: Tensor, bank: Tensor, k: int, *, chunk: int | None = 
 def top_similarities(z: Tensor, bank: Tensor, k: int, *, chunk: int | None = None) -> Tensor:
     """N×min(k, M) largest inner products of every query with the bank rows, descending."""
     k = min(k, bank.shape[0])
-    return torch.cat([(z[s] @ bank.T).topk(k, dim=1).values for s in row_chunks(len(z), bank.shape[0], chunk)])
+    return torch.cat([(z[s] @ bank.T).topk(k, dim=1).values for s in row_chunks(z.shape[0], bank.shape[0], chunk)])
 
 
 def class_gaussians(features: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -117,7 +138,7 @@ def mahalanobis(features: Tensor, means: Tensor, precision: Tensor, *, chunk: in
     cross = mu @ (precision + precision.T)
     mpm = ((mu @ precision) * mu).sum(dim=1)
     out = []
-    for s in row_chunks(len(x), x.shape[1] + mu.shape[0], chunk):
+    for s in row_chunks(x.shape[0], x.shape[1] + mu.shape[0], chunk):
         xs = x[s] - origin
         out.append(((xs @ precision) * xs).sum(dim=1, keepdim=True) - xs @ cross.T + mpm)
     return torch.cat(out)

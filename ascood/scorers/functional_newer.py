@@ -120,7 +120,7 @@ def kl_divergences(probs: Tensor, templates: Tensor, *, chunk: int | None = None
     zero = q == 0
     log_q = torch.where(zero, torch.zeros_like(q), q.log())
     out = []
-    for s in row_chunks(len(p), q.shape[0] + q.shape[1], chunk):
+    for s in row_chunks(p.shape[0], q.shape[0] + q.shape[1], chunk):
         ps = p[s]
         kl = torch.special.xlogy(ps, ps).sum(dim=1, keepdim=True) - ps @ log_q.T
         infinite = (ps > 0).double() @ zero.double().T > 0
