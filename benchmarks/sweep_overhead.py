@@ -1,16 +1,29 @@
-"""Engine overhead of a sweep: its wall time against the trials' own training-and-evaluation time.
+"""Engine overhead of a sweep, and where it goes.
 
-    python benchmarks/sweep_overhead.py sweeps/quickstart.yaml [--output DIR]
+    python benchmarks/sweep_overhead.py sweeps/quickstart.yaml [--samples-scale 2] [--datasets 2]
+        [--samples N] [--no-stages] [--output DIR] [--markdown]
 
-Runs the sweep into a fresh output directory, then reads every trial's `wall_time_s` (time
-inside `run_trial`: training plus evaluation) from the Parquet results. The ideal wall time is
-their sum divided by the concurrency; what the sweep took beyond that is the engine's overhead
-(Ray start-up, trial actor and process start, imports, data loading, scheduling, stragglers).
+Runs the sweep into a fresh output directory (a subprocess, as a user runs it), then reads every
+trained trial's `wall_time_s` (training plus evaluation) from the Parquet results and the driver's
+`OUT/timeline.jsonl`. The ideal wall time is the trials' train+eval time over the concurrency;
+the rest is overhead, broken down into (each in wall-clock seconds, slot time ÷ concurrency):
+
+- start-up: interpreter and imports, the data check, Ray's start, until the first stage starts;
+- actor start: from Tune starting a trial to the trainable being entered (process, imports);
+- set-up inside trials: entered until training starts (data, model, trackers);
+- other inside trials: reporting, checkpoint commits, teardown, a joint trial's later set-ups;
+- scheduling gaps: slots idle while some running stage still had trials to start;
+- stage ends: slots idle while every running stage had started all its trials (stragglers);
+- shut-down: after the last stage, until the process exits.
+
+`--samples-scale K` multiplies every `num_samples` (the search and robust stages), `--samples N`
+sets them, `--datasets N` keeps the first N datasets, `--no-stages` runs the search stage only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -20,38 +33,159 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+LATER_STAGES = ("robust", "transfer", "baselines", "outliers")
+
+
+def shaped(spec: dict, args: argparse.Namespace) -> dict:
+    spec = json.loads(json.dumps(spec))
+    if args.datasets:
+        spec["datasets"] = spec["datasets"][: args.datasets]
+    if args.no_stages:
+        for key in LATER_STAGES:
+            spec.pop(key, None)
+        spec["final"] = None
+    for holder in [spec, spec.get("robust") or {}]:
+        if "num_samples" in holder:
+            holder["num_samples"] = args.samples or int(round(holder["num_samples"] * args.samples_scale))
+    return spec
+
+
+def timeline(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "timeline.jsonl").read_text().splitlines() if line.strip()]
+
+
+ENDS = ("trial_completed", "trial_stopped", "trial_failed")
+
+
+def trial_spans(events: list[dict]) -> list[dict]:
+    """Per trial: its stage, when it took a slot (its process started, for the first trial of a
+    fresh process; else when it was entered), entered, training start, end."""
+    trials: dict[str, dict] = {}
+    for e in events:
+        if "trial" not in e:
+            continue
+        t = trials.setdefault(e["trial"], {"stage": e["stage"]})
+        if e["event"] == "trial_start":
+            t.setdefault("start", e["t"])
+        elif e["event"] == "trial_result" and "first" not in t and "t_entered" in e:
+            t.update(first=e["t"], entered=e["t_entered"], train=e["t"] - e.get("wall_time_s", 0.0),
+                     process=(e["pid"], e["t_process"]), t_process=e["t_process"])
+        elif e["event"] in ENDS:
+            t["end"] = e["t"]
+    spans = [t for t in trials.values() if "end" in t and ("start" in t or "entered" in t)]
+    seen = set()
+    for t in sorted(spans, key=lambda t: t.get("entered", t.get("start"))):
+        fresh = "process" in t and t["process"] not in seen
+        if "process" in t:
+            seen.add(t["process"])
+        t["actor"] = t["entered"] - t["t_process"] if fresh else 0.0
+        t["slot"] = t["t_process"] if fresh else t.get("entered", t.get("start"))
+        t["setup"] = max(0.0, t["train"] - t["entered"]) if "entered" in t else 0.0
+    return spans
+
+
+def idle_split(events: list[dict], spans: list[dict], conc: int, t0: float, t1: float) -> tuple[float, float]:
+    """Idle slot-seconds between t0 and t1: (while some running stage had trials left to start,
+    while none had)."""
+    marks = [(e["t"], 0, e["event"], e) for e in events if e["event"] in ("stage_start", "stage_end")]
+    marks += [(t["slot"], 1, "take", t) for t in spans] + [(t["end"], 2, "free", t) for t in spans]
+    marks.sort(key=lambda m: (m[0], m[1]))
+    planned, started, running = {}, {}, 0
+    gaps = ends = 0.0
+    last = t0
+    for when, _, kind, item in marks:
+        now = min(max(when, t0), t1)
+        idle = max(0, conc - running) * max(0.0, now - last)
+        left = any(started.get(s, 0) < n for s, n in planned.items())
+        if left:
+            gaps += idle
+        else:
+            ends += idle
+        last = max(last, now)
+        if kind == "stage_start":
+            planned[item["stage"]], started[item["stage"]] = item.get("trials", 0), 0
+        elif kind == "stage_end":
+            planned.pop(item["stage"], None)
+        elif kind == "take":
+            running += 1
+            started[item["stage"]] = started.get(item["stage"], 0) + 1
+        else:
+            running -= 1
+    return gaps, ends
+
+
+def breakdown(out: Path, conc: int, launched: float, exited: float, busy: float) -> dict:
+    events = timeline(out)
+    start = next(e for e in events if e["event"] == "sweep_start")
+    first_stage = min(e["t"] for e in events if e["event"] == "stage_start")
+    stages_end = next(e["t"] for e in events if e["event"] == "stages_end")
+    spans = trial_spans(events)
+    actor = sum(t["actor"] for t in spans)
+    setup = sum(t["setup"] for t in spans)
+    span = sum(t["end"] - t["slot"] for t in spans)
+    gaps, ends = idle_split(events, spans, conc, first_stage, stages_end)
+    return {
+        "start-up: imports": start["t_start"] - launched,
+        "start-up: data check": start["t_checked"] - start["t_start"],
+        "start-up: Ray start": start["t_ray"] - start["t_checked"],
+        "start-up: until the first stage": first_stage - start["t_ray"],
+        "actor start (process, imports)": actor / conc,
+        "set-up inside trials (data, model, trackers)": setup / conc,
+        "other inside trials (reports, teardown)": (span - busy - actor - setup) / conc,
+        "scheduling gaps": gaps / conc,
+        "stage ends": ends / conc,
+        "shut-down": exited - stages_end,
+    }
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sweep", type=Path)
+    p.add_argument("--samples-scale", type=float, default=1.0)
+    p.add_argument("--samples", type=int)
+    p.add_argument("--datasets", type=int)
+    p.add_argument("--no-stages", action="store_true")
     p.add_argument("--output", type=Path, help="output directory (default: a temporary one)")
+    p.add_argument("--label", default="")
     args = p.parse_args()
 
-    spec = yaml.safe_load(args.sweep.read_text())
+    spec = shaped(yaml.safe_load(args.sweep.read_text()), args)
     out = args.output or Path(tempfile.mkdtemp(prefix="sweep-overhead-")) / "out"
     spec["output"] = str(out)
-    tmp_file = out.parent / "sweep.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_file = out.parent / "sweep.yaml"
     tmp_file.write_text(yaml.safe_dump(spec))
 
-    t0 = time.perf_counter()
+    launched = time.time()
     proc = subprocess.run([sys.executable, "-m", "ascood.cli.sweep", str(tmp_file), "--fresh", "--no-progress"],
                           capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    exited = time.time()
+    wall = exited - launched
     if proc.returncode != 0:
         sys.exit(f"sweep failed:\n{proc.stderr[-3000:]}")
 
     df = pd.read_parquet(out / "results")
-    df = df[df["reused_from"].isna()]  # a reused run was trained (and counted) once, by its original trial
-    per_trial = df.groupby(["stage", "benchmark", "trial_id"])["wall_time_s"].max()
-    busy = float(per_trial.sum())
+    trained = df[df["reused_from"].isna()]  # a reused run was trained (and counted) once, by its original trial
+    per_run = trained.groupby(["stage", "benchmark", "trial_id"])["wall_time_s"].max()
+    busy = float(per_run.sum())
     conc = spec.get("resources", {}).get("max_concurrent_trials", 2)
     ideal = busy / conc
+    parts = breakdown(out, conc, launched, exited, busy)
     overhead = wall - ideal
-    print(f"sweep {spec['name']}: {len(per_trial)} trials, concurrency {conc}")
-    print("| wall time | trials' train+eval time | ÷ concurrency | overhead | overhead share |")
-    print("|---:|---:|---:|---:|---:|")
-    print(f"| {wall:.0f} s | {busy:.0f} s | {ideal:.0f} s | {overhead:.0f} s | {100 * overhead / wall:.0f}% |")
+    n_trials = df.groupby(["stage", "trial_id"]).ngroups
+    label = args.label or f"{spec['name']}, {len(spec['datasets'])} datasets, num_samples {spec.get('num_samples')}"
+    print(f"sweep {label}: {n_trials} trials ({len(per_run)} trained runs), concurrency {conc}")
+    print("| sweep | trials | wall | trials' train+eval | ÷ concurrency | overhead | share |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| {label} | {n_trials} | {wall:.0f} s | {busy:.0f} s | {ideal:.0f} s | {overhead:.0f} s "
+          f"| **{100 * overhead / wall:.1f}%** |")
+    print()
+    print("| where the overhead goes | seconds | share of wall |")
+    print("|---|---:|---:|")
+    for name, seconds in parts.items():
+        print(f"| {name} | {seconds:.1f} | {100 * seconds / wall:.1f}% |")
+    print(f"| (sum; the overhead above is {overhead:.1f}) | {sum(parts.values()):.1f} | "
+          f"{100 * sum(parts.values()) / wall:.1f}% |")
 
 
 if __name__ == "__main__":

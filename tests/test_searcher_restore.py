@@ -2,6 +2,7 @@
 handed out after that snapshot must come back as itself, and no setting may be proposed twice."""
 
 import optuna
+import pytest
 
 from ascood.sweep.paths import OPTUNA_TRIAL
 from ascood.sweep.searcher import make_searcher
@@ -10,22 +11,29 @@ from ascood.sweep.spec import Algorithm, Dimension, Space
 SPACE = Space(alpha=Dimension(low=0.01, high=10.0, log=True), p_inv=Dimension(low=0.05, high=0.5))
 
 
-def _searcher(storage):
-    return make_searcher(space=SPACE, algorithm=Algorithm(seed=0), metric="objective", mode="max",
+def _searcher(storage, algorithm):
+    return make_searcher(space=SPACE, algorithm=algorithm, metric="objective", mode="max",
                          storage=storage, study_name="s")
 
 
-def test_an_orphaned_optuna_trial_is_handed_out_again_and_nothing_is_proposed_twice(tmp_path):
+# the default TPE (its random start-up trials), and TPE and the GP past one start-up trial: their
+# model-based proposals must be as reproducible under a restore as the random ones
+ALGORITHMS = [Algorithm(seed=0), Algorithm(seed=0, startup_trials=1),
+              Algorithm(name="gp", seed=0, startup_trials=1), Algorithm(name="random", seed=3)]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=["tpe", "tpe-modelled", "gp-modelled", "random"])
+def test_an_orphaned_optuna_trial_is_handed_out_again_and_nothing_is_proposed_twice(tmp_path, algorithm):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
-    first = _searcher(storage)
+    first = _searcher(storage, algorithm)
     a = first.suggest("tune-a")
     first.on_trial_complete("tune-a", {"objective": 0.5, "epoch": 1, "epochs": 1, "training_iteration": 1})
     snapshot = tmp_path / "searcher.pkl"
     first.save(str(snapshot))  # Tune's last saved state: it knows trial a only
     b = first.suggest("tune-b")  # Optuna asked, then the driver is killed before Tune saves again
 
-    restored = _searcher(storage)
+    restored = _searcher(storage, algorithm)
     restored.restore(str(snapshot))
     again = restored.suggest("tune-c")
     assert again == b, "the orphaned trial continues under its own Optuna number, with its own setting"

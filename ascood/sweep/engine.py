@@ -66,6 +66,7 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
     emit = lambda line: progress.console.print(line, markup=False, highlight=False)  # noqa: E731
     with reporting(PlainLines(emit=emit)):  # above the live table, which a second bar cannot share
         check_datasets(spec, skip_corrupt=run.skip_corrupt)
+    checked = time.time()
     if not run.address:  # what a local Ray will have: refuse a trial that cannot fit before starting it
         concurrency(spec, float(os.cpu_count() or 1), float(local_gpus()))
     undo = lambda: None  # noqa: E731
@@ -112,7 +113,7 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
         trainable_name = Experiment.get_trainable_name(trainable)
         tune.register_trainable(trainable_name, trainable)
         timeline.start(None if storage.is_uri(str(paths.out)) else Path(paths.out))
-        timeline.record("sweep_start", t_start=started, t_ray=ray_started, resume=run.resume)
+        timeline.record("sweep_start", t_start=started, t_checked=checked, t_ray=ray_started, resume=run.resume)
         ctx = StageContext(
             spec=spec, paths=paths, trainable=trainable_name, max_concurrent=max_conc,
             study_storage=optuna.storages.RDBStorage(paths.study_url), progress=progress,

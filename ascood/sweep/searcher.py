@@ -42,9 +42,10 @@ class _SeededByNumber:
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         seed = (self._number_seed * 1_000_003 + trial.number) % 2**32
         self._rng.rng.seed(seed)
-        inner = getattr(self, "_random_sampler", None)  # TPE's start-up trials
-        if inner is not None:
-            inner._rng.rng.seed(seed)
+        for name in ("_random_sampler", "_independent_sampler"):  # TPE's, the GP's start-up trials
+            inner = getattr(self, name, None)
+            if inner is not None:
+                inner._rng.rng.seed(seed)
         super().before_trial(study, trial)
 
 
@@ -53,6 +54,10 @@ class SeededTPESampler(_SeededByNumber, optuna.samplers.TPESampler):
 
 
 class SeededRandomSampler(_SeededByNumber, optuna.samplers.RandomSampler):
+    pass
+
+
+class SeededGPSampler(_SeededByNumber, optuna.samplers.GPSampler):
     pass
 
 
@@ -66,7 +71,9 @@ def make_sampler(algorithm: Algorithm, space: Space) -> optuna.samplers.BaseSamp
     if algorithm.name == "grid":
         grid = {name: list(dim.choices) for name, dim in space.dimensions().items()}
         return SeededGridSampler(grid, seed=algorithm.seed)
-    return SeededTPESampler(seed=algorithm.seed, multivariate=True)
+    if algorithm.name == "gp":
+        return SeededGPSampler(seed=algorithm.seed, n_startup_trials=algorithm.startup_trials)
+    return SeededTPESampler(seed=algorithm.seed, multivariate=True, n_startup_trials=algorithm.startup_trials)
 
 
 class TruthfulOptunaSearch(OptunaSearch):

@@ -141,9 +141,13 @@ def _option_dimension(name: str, dim: Dimension) -> Dimension:
 
 
 class Algorithm(Strict):
-    name: Literal["tpe", "random", "grid"] = "tpe"
+    """Optuna's sampler. `startup_trials`: random trials before TPE or the Gaussian process (`gp`)
+    model the results (Optuna's own default is 10, most of a 12-trial search)."""
+
+    name: Literal["tpe", "gp", "random", "grid"] = "tpe"
     seed: Seed = 0
     multi_objective: bool = False
+    startup_trials: int = Field(default=10, ge=1)
 
 
 class Objective(Strict):

@@ -370,7 +370,7 @@ def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
                 failure_config=tune.FailureConfig(max_failures=ctx.spec.resources.max_failures),
             ),
         )
-    timeline.record("stage_start", stage=key)
+    timeline.record("stage_start", stage=key, trials=plan.num_samples if plan.search is not None else plan.trials)
     tuner.fit()
     timeline.record("stage_end", stage=key)
     for d in ctx.spec.datasets if stage.joint else [dataset]:

@@ -2,8 +2,8 @@
 
 One JSON object per line: `t` (Unix time), `session` (one per driver run, so a resumed sweep's
 lines are told apart), `event`, and for trial events the stage key, the trial id and, on results,
-the trial's epoch, `wall_time_s` (training plus evaluation so far) and when the trial's process
-started and the trainable was entered. `benchmarks/sweep_overhead.py` turns it into an overhead
+the trial's epoch, `wall_time_s` (training plus evaluation so far), its process (`pid`) and when
+that process started and the trainable was entered. `benchmarks/sweep_overhead.py` turns it into an overhead
 breakdown. It is a log of events, not results: nothing reads it to decide anything.
 """
 
@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 FILE = "timeline.jsonl"
-TRIAL_TIMES = ("epoch", "epochs", "wall_time_s", "t_process", "t_entered")
+TRIAL_TIMES = ("epoch", "epochs", "wall_time_s", "t_process", "t_entered", "pid")
 
 _lock = threading.Lock()
 _path: Path | None = None

@@ -197,7 +197,7 @@ def sweep_trial(config: dict) -> None:
     entered = time.time()
 
     def report(metrics: dict) -> None:
-        ray.tune.report({**metrics, "t_process": PROCESS_STARTED, "t_entered": entered})
+        ray.tune.report({**metrics, "t_process": PROCESS_STARTED, "t_entered": entered, "pid": os.getpid()})
 
     meta = TrialMeta(**config["sweep"])
     trial_id = ray.tune.get_context().get_trial_id()
