@@ -6,10 +6,13 @@ Parquet file is rewritten (keyed by epoch), never appended to (see `ascood.sweep
 
 from __future__ import annotations
 
+import time
+
+IMPORT_STARTED = time.time()  # a new trial actor imports this module first: its start, not the process's
+
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -188,7 +191,7 @@ def _train_worker(loop_config: dict) -> None:
     _run_and_report(loop_config["cfg_json"], meta, loop_config["trial_id"], loop_config["key"], ray.train.report)
 
 
-PROCESS_STARTED = psutil.Process().create_time()
+PROCESS_STARTED = max(psutil.Process().create_time(), IMPORT_STARTED)  # Ray pre-starts idle workers
 
 
 def sweep_trial(config: dict) -> None:
