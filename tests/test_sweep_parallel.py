@@ -66,6 +66,14 @@ def test_datasets_run_side_by_side_and_each_keeps_its_own_study(tmp_path):
     assert max(starts[k] for k in searches) < min(ends[k] for k in searches)
     for b in DATASETS:  # each dataset's final stage still comes after its own search
         assert starts[f"{b} · final"] >= ends[f"{b} · search"]
+    both = (max(starts[k] for k in searches), min(ends[k] for k in searches))
+    for k in searches:  # two jobs, two slots: while both search, each runs one trial at a time
+        running, peak = 0, 0
+        for e in sorted((e for e in events if e.get("stage") == k), key=lambda e: e["t"]):
+            running += {"trial_start": 1, "trial_completed": -1, "trial_stopped": -1, "trial_failed": -1}.get(e["event"], 0)
+            if both[0] <= e["t"] <= both[1]:
+                peak = max(peak, running)
+        assert peak == 1, f"{k}: {peak} trials at once while the other dataset searched"
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert (results["status"] == "completed").all() and not results.duplicated(KEY).any()
     assert results.groupby(["benchmark", "stage"])["trial_id"].nunique().to_dict() == {

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 
 from ray.tune import Callback
 
+from ascood.sweep import fair_share
+
 STOP = threading.Event()
 
 
@@ -32,21 +34,23 @@ class Interrupt(Callback):
 
 
 def side_by_side(jobs: Sequence[Callable[[], None]], names: Sequence[str] | None = None) -> None:
-    """Run every job at once, each in a thread, and wait for all. A job that fails does not stop the
+    """Run every job at once, each in a thread, and wait for all; each job counts under its name
+    in the fair share of the slots (`ascood.sweep.fair_share`). A job that fails does not stop the
     others; once all have ended, the first failure is raised. A KeyboardInterrupt here stops every
     job's Tune runs and is raised once they have ended."""
     errors: list[BaseException] = []
     lock = threading.Lock()
 
-    def run(job: Callable[[], None]) -> None:
+    def run(job: Callable[[], None], name: str) -> None:
         try:
-            job()
+            with fair_share.running(name):
+                job()
         except BaseException as exc:  # raised in the main thread below
             with lock:
                 errors.append(exc)
 
     names = list(names or [f"job-{i}" for i in range(len(jobs))])
-    threads = [threading.Thread(target=run, args=(job,), name=f"sweep:{name}", daemon=True)
+    threads = [threading.Thread(target=run, args=(job, name), name=f"sweep:{name}", daemon=True)
                for job, name in zip(jobs, names, strict=True)]
     for t in threads:
         t.start()

@@ -22,6 +22,7 @@ from ascood.config import validate_config
 from ascood.gain import DEFAULT_FLOOR
 from ascood.results import SETTING_COLUMNS, read_results, read_rows, run_id_for, select, with_status, write_results
 from ascood.sweep import shared_output, timeline
+from ascood.sweep.fair_share import FairGrid, FairLimiter
 from ascood.sweep.parallel import STOP, Interrupt, side_by_side
 from ascood.sweep.paths import SweepPaths, experiment_name, results_dir
 from ascood.sweep.progress import ProgressCallback, SweepProgress
@@ -295,7 +296,7 @@ def run_stages(ctx: StageContext, stages: tuple[Stage, ...] = STAGES) -> None:
     side_by_side([lambda d=d: [run_stage(ctx, s, d) for s in before] for d in datasets], names)
     for stage in (s for s in wanted if s.after_all):
         if stage.joint:
-            side_by_side([lambda stage=stage: run_stage(ctx, stage, datasets[0])], [stage.name])
+            side_by_side([lambda stage=stage: run_stage(ctx, stage, datasets[0])], [JOINT_SCOPE])
         else:
             side_by_side([lambda d=d, stage=stage: run_stage(ctx, stage, d) for d in datasets], names)
     if TRANSFER in wanted and ctx.spec.transfer.max_seeds is not None:
@@ -354,7 +355,12 @@ def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=ctx.trainable, resume_unfinished=True, resume_errored=False)
     else:
-        searcher, scheduler = plan.search() if plan.search is not None else (None, None)
+        # At most `where`'s share of the slots at once (the job's name is the side_by_side thread's)
+        if plan.search is not None:
+            searcher, scheduler = plan.search()
+            search_alg = FairLimiter(searcher, where, ctx.max_concurrent)
+        else:
+            search_alg, scheduler = FairGrid(where, ctx.max_concurrent), None
         callbacks = [ProgressCallback(key), Interrupt()]
         if not stage.joint:  # a joint trial's runs are each complete or failed on their own
             callbacks.append(ResultsStatusCallback(str(ctx.paths.out), dataset.benchmark, stage.name))
@@ -363,8 +369,8 @@ def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
         tuner = tune.Tuner(
             ctx.trainable,
             param_space={"sweep": meta.as_dict(), **plan.param_space},
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
-                                        max_concurrent_trials=ctx.max_concurrent, reuse_actors=True),
+            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=plan.num_samples,
+                                        reuse_actors=True),
             run_config=tune.RunConfig(
                 name=name, storage_path=ctx.paths.ray, callbacks=callbacks, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=ctx.spec.resources.max_failures),
