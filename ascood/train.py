@@ -120,11 +120,18 @@ def configure_backends(device: torch.device, deterministic: bool) -> None:
 
 def release(accelerator: Accelerator) -> None:
     """Drop what the accelerator holds of a finished run and hand cached CUDA memory back, so a
-    reused trial actor starts its next trial with the GPU memory of a fresh process."""
+    reused trial actor starts its next trial with the GPU memory of a fresh process.
+
+    What survives the collection (modules, caches: everything a process keeps) is then frozen out
+    of later collections: a full collection over torch, Ray and the trackers' objects takes about
+    0.4 s, paid twice per trial (Accelerate collects too), and the next trial's collection only
+    needs to look at what that trial made. (A frozen object that later becomes cyclic garbage is
+    never collected: a few small objects per trial, against 0.8 s per trial.)"""
     accelerator.free_memory()
     gc.collect()
     if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+    gc.freeze()
 
 
 def build_optimizer(

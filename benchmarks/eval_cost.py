@@ -4,10 +4,12 @@ point; ODIN's gradient shared across ε, AdaSCALE's perturbation across its perc
 NCI and VRA share work between their grid points) against recomputing inference for every grid
 point, as the reference (OpenOOD's APS loop) does.
 
-    python benchmarks/eval_cost.py [--run DIR] [--benchmark cmnist] [--scorers all|a,b,…]
+    python benchmarks/eval_cost.py [--run DIR] [--benchmark cmnist] [--scorers all|a,b,…] [--breakdown]
 
 `--scorers` measures a subset (both modes, same subset): the reference mode runs one inference
-per grid point, over 200 of them for the whole suite.
+per grid point, over 200 of them for the whole suite. `--breakdown` adds where our time goes:
+each scorer evaluated alone from the cached forward passes, less what an evaluation of MSP alone
+costs (loading the run and the data, the cached outputs, writing nothing).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def main() -> None:
     p.add_argument("--run", type=Path, help="a trained run directory (default: train a 2-epoch one)")
     p.add_argument("--benchmark", default="cmnist")
     p.add_argument("--scorers", default="all", help="comma-separated scorer names, or 'all' (default)")
+    p.add_argument("--breakdown", action="store_true", help="also time each scorer alone (ours, cached)")
     args = p.parse_args()
     names = list(SCORERS) if args.scorers == "all" else [n.strip() for n in args.scorers.split(",")]
     unknown = [n for n in names if n not in SCORERS]
@@ -100,6 +103,26 @@ def main() -> None:
     print(f"| reference style: inference per grid point | {reference:.1f} | 1.0 |")
     print(f"| ours: one pass per set, no cache | {ours:.1f} | {reference / ours:.1f} |")
     print(f"| ours: features cached in the run directory | {cached:.1f} | {reference / cached:.1f} |")
+    if args.breakdown:
+        print_breakdown(run, names, ours)
+
+
+def alone(run: Path, names: list[str]) -> float:
+    t0 = time.perf_counter()
+    evaluate_run(run, benchmark=None, scorer_names=names, search=True, use_cache=True)
+    return time.perf_counter() - t0
+
+
+def print_breakdown(run: Path, names: list[str], total: float) -> None:
+    alone(run, ["msp"])  # warm: imports, the data's cache
+    floor = min(alone(run, ["msp"]) for _ in range(3))
+    own = {n: max(0.0, alone(run, [n]) - floor) for n in names}
+    print()
+    print(f"# each scorer alone (validation search included), beyond MSP alone ({floor:.1f} s)")
+    print("| scorer | grid points | seconds | share of ours (no cache) |")
+    print("|---|---:|---:|---:|")
+    for n, sec in sorted(own.items(), key=lambda kv: -kv[1]):
+        print(f"| {n} | {len(SCORERS[n].grid_points())} | {sec:.1f} | {100 * sec / total:.0f}% |")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -138,6 +139,48 @@ def breakdown(out: Path, conc: int, launched: float, exited: float, busy: float)
     }
 
 
+@dataclass
+class Measured:
+    label: str
+    trials: int
+    trained: int
+    wall: float
+    busy: float  # the trained runs' train+eval seconds
+    conc: int
+    parts: dict
+
+    @property
+    def overhead(self) -> float:
+        return self.wall - self.busy / self.conc
+
+    @property
+    def share(self) -> float:
+        return self.overhead / self.wall
+
+
+def measure(spec: dict, out: Path, label: str = "") -> Measured:
+    """Run `spec` (a sweep file's mapping) into the fresh directory `out` as a user would, and
+    measure it."""
+    spec = {**spec, "output": str(out)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_file = out.parent / "sweep.yaml"
+    tmp_file.write_text(yaml.safe_dump(spec))
+    launched = time.time()
+    proc = subprocess.run([sys.executable, "-m", "ascood.cli.sweep", str(tmp_file), "--fresh", "--no-progress"],
+                          capture_output=True, text=True)
+    exited = time.time()
+    if proc.returncode != 0:
+        sys.exit(f"sweep failed:\n{proc.stderr[-3000:]}")
+    df = pd.read_parquet(out / "results")
+    trained = df[df["reused_from"].isna()]  # a reused run was trained (and counted) once, by its original trial
+    per_run = trained.groupby(["stage", "benchmark", "trial_id"])["wall_time_s"].max()
+    busy = float(per_run.sum())
+    conc = spec.get("resources", {}).get("max_concurrent_trials", 2)
+    label = label or f"{spec['name']}, {len(spec['datasets'])} datasets, num_samples {spec.get('num_samples')}"
+    return Measured(label, df.groupby(["stage", "trial_id"]).ngroups, len(per_run), exited - launched, busy, conc,
+                    breakdown(out, conc, launched, exited, busy))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sweep", type=Path)
@@ -151,41 +194,19 @@ def main() -> None:
 
     spec = shaped(yaml.safe_load(args.sweep.read_text()), args)
     out = args.output or Path(tempfile.mkdtemp(prefix="sweep-overhead-")) / "out"
-    spec["output"] = str(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_file = out.parent / "sweep.yaml"
-    tmp_file.write_text(yaml.safe_dump(spec))
-
-    launched = time.time()
-    proc = subprocess.run([sys.executable, "-m", "ascood.cli.sweep", str(tmp_file), "--fresh", "--no-progress"],
-                          capture_output=True, text=True)
-    exited = time.time()
-    wall = exited - launched
-    if proc.returncode != 0:
-        sys.exit(f"sweep failed:\n{proc.stderr[-3000:]}")
-
-    df = pd.read_parquet(out / "results")
-    trained = df[df["reused_from"].isna()]  # a reused run was trained (and counted) once, by its original trial
-    per_run = trained.groupby(["stage", "benchmark", "trial_id"])["wall_time_s"].max()
-    busy = float(per_run.sum())
-    conc = spec.get("resources", {}).get("max_concurrent_trials", 2)
-    ideal = busy / conc
-    parts = breakdown(out, conc, launched, exited, busy)
-    overhead = wall - ideal
-    n_trials = df.groupby(["stage", "trial_id"]).ngroups
-    label = args.label or f"{spec['name']}, {len(spec['datasets'])} datasets, num_samples {spec.get('num_samples')}"
-    print(f"sweep {label}: {n_trials} trials ({len(per_run)} trained runs), concurrency {conc}")
+    m = measure(spec, out, args.label)
+    print(f"sweep {m.label}: {m.trials} trials ({m.trained} trained runs), concurrency {m.conc}")
     print("| sweep | trials | wall | trials' train+eval | ÷ concurrency | overhead | share |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    print(f"| {label} | {n_trials} | {wall:.0f} s | {busy:.0f} s | {ideal:.0f} s | {overhead:.0f} s "
-          f"| **{100 * overhead / wall:.1f}%** |")
+    print(f"| {m.label} | {m.trials} | {m.wall:.0f} s | {m.busy:.0f} s | {m.busy / m.conc:.0f} s | {m.overhead:.0f} s "
+          f"| **{100 * m.share:.1f}%** |")
     print()
     print("| where the overhead goes | seconds | share of wall |")
     print("|---|---:|---:|")
-    for name, seconds in parts.items():
-        print(f"| {name} | {seconds:.1f} | {100 * seconds / wall:.1f}% |")
-    print(f"| (sum; the overhead above is {overhead:.1f}) | {sum(parts.values()):.1f} | "
-          f"{100 * sum(parts.values()) / wall:.1f}% |")
+    for name, seconds in m.parts.items():
+        print(f"| {name} | {seconds:.1f} | {100 * seconds / m.wall:.1f}% |")
+    print(f"| (sum; the overhead above is {m.overhead:.1f}) | {sum(m.parts.values()):.1f} | "
+          f"{100 * sum(m.parts.values()) / m.wall:.1f}% |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import pickle
 import threading
 
+from ray import tune
 from ray.tune.search import Searcher
 
 from ascood.sweep import fair_share
@@ -46,19 +47,40 @@ def test_a_job_entered_twice_counts_once_and_leaves_on_error():
     assert fair_share._jobs == {}
 
 
-def test_limiters_follow_the_table_and_survive_pickling():
-    grid = FairGrid("a", 2)
+def test_limiters_keep_to_the_share_and_survive_pickling():
     limiter = FairLimiter(_Counting(), "a", 2)
-    assert grid.max_concurrent == limiter.max_concurrent == 2
+    assert limiter.suggest("t1") == {"x": 1} and limiter.suggest("t2") == {"x": 2}  # alone: both slots
+    limiter.on_trial_complete("t1", {"objective": 1.0})
+    limiter.on_trial_complete("t2", {"objective": 1.0})
     with running("a"), running("b"):
-        assert grid.max_concurrent == limiter.max_concurrent == 1
-        assert limiter.suggest("t1") == {"x": 1}
-        assert limiter.suggest("t2") is None  # the share is used up
-        limiter.on_trial_complete("t1", {"objective": 1.0})
-        assert limiter.suggest("t3") == {"x": 2}
+        assert limiter.suggest("t3") == {"x": 3}
+        assert limiter.suggest("t4") is None  # its share (one of two slots) is used
+        limiter.on_trial_complete("t3", {"objective": 1.0})
+        assert limiter.suggest("t4") == {"x": 4}
         restored = pickle.loads(pickle.dumps(limiter))  # what Tune's restore gives back
-        assert restored.max_concurrent == 1 and restored.suggest("t4") is None
-    assert restored.max_concurrent == 2 and restored.suggest("t4") == {"x": 3}
+        assert restored.suggest("t5") is None
+    assert restored.suggest("t5") == {"x": 5}  # alone again
+
+
+def test_no_job_proposes_a_trial_the_slots_cannot_hold():
+    a, b, c = FairLimiter(_Counting(), "a", 2), FairLimiter(_Counting(), "b", 2), FairGrid("c", 2)
+    tune.register_trainable("fair_share_noop", lambda config: None)
+    c.add_configurations({"grid": {"run": "fair_share_noop", "config": {"x": {"grid_search": [1, 2, 3]}}}})
+    with running("a"), running("b"), running("c"):
+        assert a.suggest("a1") and b.suggest("b1")
+        assert c.next_trial() is None  # its share is one trial, but no slot is free
+        a.on_trial_complete("a1", {"objective": 1.0})
+        assert a.suggest("a2") and c.next_trial() is None  # the first to ask takes the freed slot
+        b.on_trial_complete("b1", {"objective": 1.0})
+        first = c.next_trial()
+        assert first is not None and c.next_trial() is None and b.suggest("b2") is None
+        c.on_trial_complete(first.trial_id)
+    with running("c"):  # the others ended (an interrupted one's live trials no longer count)
+        rest = [c.next_trial(), c.next_trial()]
+        assert None not in rest and c.next_trial() is None  # both slots, the grid's last two
+        for t in rest:
+            c.on_trial_complete(t.trial_id)
+        assert c.next_trial() is None and c.is_finished()
 
 
 def test_shares_are_safe_to_change_from_threads():

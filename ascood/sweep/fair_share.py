@@ -8,12 +8,21 @@ for its whole stage while another dataset waits; and every slot a run holds cost
 so a run that holds one slot instead of two starts half the actors. Once other jobs end, a job's
 share grows and its runs take the freed slots. A run that is restored after a crash reads the same
 table (the limiters look up their job by name; nothing here is pickled with the experiment).
+
+The jobs' runs together never hold more than the slots: a new trial is proposed only while the
+running jobs' live trials leave a slot free. A run asking beyond what the cluster can give would
+wait in Ray's queue, and Ray hands a freed slot to whichever request it retries first, often a
+newer one: a dataset could wait through other datasets' whole chains. With no request waiting in
+Ray, a slot freed when a stage ends goes to the job that asks for it next, usually one already
+waiting (a run whose trial ended proposes its next trial at once, so it keeps its slot, and its
+actor, for the rest of its stage).
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,6 +31,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 _lock = threading.Lock()
 _jobs: dict[str, int] = {}
+_limiters: weakref.WeakSet = weakref.WeakSet()
 
 
 @contextmanager
@@ -45,33 +55,51 @@ def share(job: str, slots: int) -> int:
     return max(1, math.ceil(slots / max(1, jobs)))
 
 
+def free_slots(slots: int) -> int:
+    """Slots of `slots` that no running job's live trial holds."""
+    with _lock:
+        live = sum(limiter.live() for limiter in list(_limiters) if limiter.job in _jobs)
+    return slots - live
+
+
 class _FairShare:
-    """`max_concurrent` read from the share table: the attribute Tune's limiters check before each
-    new trial. Setting it (their `__init__` does) sets the cap the share is taken of."""
+    """Proposes a new trial only while its job runs fewer than its share and a slot is free."""
 
     job: str
     slots: int
 
-    @property
-    def max_concurrent(self) -> int:
-        return share(self.job, self.slots)
+    def live(self) -> int:
+        raise NotImplementedError
 
-    @max_concurrent.setter
-    def max_concurrent(self, value: int) -> None:
-        self.slots = value
+    def may_start(self) -> bool:
+        _limiters.add(self)  # a limiter restored by Tune joins the table the first time it is asked
+        mine = self.live()
+        return mine < share(self.job, self.slots) and free_slots(self.slots) > 0
 
 
 class FairGrid(_FairShare, BasicVariantGenerator):
     """A grid stage's variants, at most the job's share of `slots` running at once."""
 
     def __init__(self, job: str, slots: int):
-        self.job = job
+        self.job, self.slots = job, slots
         super().__init__(max_concurrent=slots)
+
+    def live(self) -> int:
+        return len(self._live_trials)
+
+    def next_trial(self):
+        return super().next_trial() if self.is_finished() or self.may_start() else None
 
 
 class FairLimiter(_FairShare, ConcurrencyLimiter):
     """A searched stage's searcher, at most the job's share of `slots` trials running at once."""
 
     def __init__(self, searcher: Searcher, job: str, slots: int):
-        self.job = job
+        self.job, self.slots = job, slots
         super().__init__(searcher, max_concurrent=slots)
+
+    def live(self) -> int:
+        return len(self.live_trials)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        return super().suggest(trial_id) if self.may_start() else None

@@ -10,6 +10,7 @@ import time
 
 IMPORT_STARTED = time.time()  # a new trial actor imports this module first: its start, not the process's
 
+import gc
 import json
 import math
 import os
@@ -192,6 +193,7 @@ def _train_worker(loop_config: dict) -> None:
 
 
 PROCESS_STARTED = max(psutil.Process().create_time(), IMPORT_STARTED)  # Ray pre-starts idle workers
+gc.freeze()  # the imports live as long as the process: no trial's collection need look at them (`release`)
 
 
 def sweep_trial(config: dict) -> None:
