@@ -62,25 +62,20 @@ def test_limiters_keep_to_the_share_and_survive_pickling():
     assert restored.suggest("t5") == {"x": 5}  # alone again
 
 
-def test_no_job_proposes_a_trial_the_slots_cannot_hold():
-    a, b, c = FairLimiter(_Counting(), "a", 2), FairLimiter(_Counting(), "b", 2), FairGrid("c", 2)
+def test_a_grid_keeps_to_the_share_and_finishes():
     tune.register_trainable("fair_share_noop", lambda config: None)
-    c.add_configurations({"grid": {"run": "fair_share_noop", "config": {"x": {"grid_search": [1, 2, 3]}}}})
-    with running("a"), running("b"), running("c"):
-        assert a.suggest("a1") and b.suggest("b1")
-        assert c.next_trial() is None  # its share is one trial, but no slot is free
-        a.on_trial_complete("a1", {"objective": 1.0})
-        assert a.suggest("a2") and c.next_trial() is None  # the first to ask takes the freed slot
-        b.on_trial_complete("b1", {"objective": 1.0})
-        first = c.next_trial()
-        assert first is not None and c.next_trial() is None and b.suggest("b2") is None
-        c.on_trial_complete(first.trial_id)
-    with running("c"):  # the others ended (an interrupted one's live trials no longer count)
-        rest = [c.next_trial(), c.next_trial()]
-        assert None not in rest and c.next_trial() is None  # both slots, the grid's last two
+    grid = FairGrid("c", 2)
+    grid.add_configurations({"grid": {"run": "fair_share_noop", "config": {"x": {"grid_search": [1, 2, 3]}}}})
+    with running("b"), running("c"):
+        first = grid.next_trial()
+        assert first is not None and grid.next_trial() is None  # one of two slots
+        grid.on_trial_complete(first.trial_id)
+    with running("c"):  # alone: both slots
+        rest = [grid.next_trial(), grid.next_trial()]
+        assert None not in rest and grid.next_trial() is None
         for t in rest:
-            c.on_trial_complete(t.trial_id)
-        assert c.next_trial() is None and c.is_finished()
+            grid.on_trial_complete(t.trial_id)
+        assert grid.next_trial() is None and grid.is_finished()
 
 
 def test_shares_are_safe_to_change_from_threads():

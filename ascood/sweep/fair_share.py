@@ -1,28 +1,24 @@
 """How many trials each of the side-by-side jobs may run at once: the slots shared out evenly.
 
 Every running job (one dataset's chain of stages, a joint stage) gets ceil(slots / jobs) trials at
-a time, re-read whenever its Tune run asks for a new trial. Two reasons. Tune keeps a finished
-trial's actor for the same run's next trial, so a run holding more slots than its share keeps them
-for its whole stage while another dataset waits; and every slot a run holds costs a trial actor
-(a process importing torch, Ray Tune and the trackers: seconds each), paid again by every stage,
-so a run that holds one slot instead of two starts half the actors. Once other jobs end, a job's
-share grows and its runs take the freed slots. A run that is restored after a crash reads the same
-table (the limiters look up their job by name; nothing here is pickled with the experiment).
+a time, re-read whenever its Tune run asks for a new trial. Tune keeps a finished trial's actor
+for the same run's next trial, so every slot a run holds costs one trial actor (a process that
+imports torch, Ray Tune and the trackers: seconds) per stage: a run on one slot starts half the
+actors of a run on two. Once other jobs end, a job's share grows and its runs take the freed
+slots. A run restored after a crash reads the same table (the limiters look their job up by name;
+nothing here is pickled with the experiment).
 
-The jobs' runs together never hold more than the slots: a new trial is proposed only while the
-running jobs' live trials leave a slot free. A run asking beyond what the cluster can give would
-wait in Ray's queue, and Ray hands a freed slot to whichever request it retries first, often a
-newer one: a dataset could wait through other datasets' whole chains. With no request waiting in
-Ray, a slot freed when a stage ends goes to the job that asks for it next, usually one already
-waiting (a run whose trial ended proposes its next trial at once, so it keeps its slot, and its
-actor, for the rest of its stage).
+The shares may add up to more than the slots (three jobs on two slots get one each): the third
+job's trial waits in Ray's queue, and Ray may hand a freed slot to a newer request, so that job
+can wait through other jobs' stages; the cores stay busy. Capping the jobs' trials at the slots
+instead left cores idle (measured): a run refused a new trial keeps its finished trial's actor,
+holding the slot the waiting job was given, until Tune evicts it tens of seconds later.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,7 +27,6 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 _lock = threading.Lock()
 _jobs: dict[str, int] = {}
-_limiters: weakref.WeakSet = weakref.WeakSet()
 
 
 @contextmanager
@@ -55,15 +50,8 @@ def share(job: str, slots: int) -> int:
     return max(1, math.ceil(slots / max(1, jobs)))
 
 
-def free_slots(slots: int) -> int:
-    """Slots of `slots` that no running job's live trial holds."""
-    with _lock:
-        live = sum(limiter.live() for limiter in list(_limiters) if limiter.job in _jobs)
-    return slots - live
-
-
 class _FairShare:
-    """Proposes a new trial only while its job runs fewer than its share and a slot is free."""
+    """Proposes a new trial only while its job runs fewer trials than its share."""
 
     job: str
     slots: int
@@ -72,9 +60,7 @@ class _FairShare:
         raise NotImplementedError
 
     def may_start(self) -> bool:
-        _limiters.add(self)  # a limiter restored by Tune joins the table the first time it is asked
-        mine = self.live()
-        return mine < share(self.job, self.slots) and free_slots(self.slots) > 0
+        return self.live() < share(self.job, self.slots)
 
 
 class FairGrid(_FairShare, BasicVariantGenerator):
