@@ -26,14 +26,13 @@ class ODIN(InputScorer):
         return Fs.odin(model, x, self.p["temperature"], self.p["epsilon"], std, top_k=self.top_k())
 
     def postprocess_grid(self, model: nn.Module, x: Tensor, std: Tensor, points: list[dict]) -> list[Tensor]:
-        """The step's direction depends on T only: one backward per temperature, then one
-        forward per ε (the reference runs a forward, a backward and a forward per grid point)."""
-        steps: dict[float, Tensor] = {}
+        """The step's direction depends on T only: one forward for every temperature, one backward
+        per temperature, then one forward per ε (the reference runs a forward, a backward and a
+        forward per grid point)."""
+        temps = [pt.get("temperature", self.p["temperature"]) for pt in points]
+        steps = Fs.odin_perturbations(model, x, temps, std, self.top_k())
         out = []
-        for pt in points:
-            t = pt.get("temperature", self.p["temperature"])
-            if t not in steps:
-                steps[t] = Fs.odin_perturbation(model, x, t, std, self.top_k())
+        for pt, t in zip(points, temps, strict=True):
             eps = pt.get("epsilon", self.p["epsilon"])
             with torch.no_grad():
                 out.append((model(x + eps * steps[t]) / t).softmax(dim=1).amax(dim=1))
