@@ -326,6 +326,7 @@ def joint_trial(config: dict, meta: TrialMeta, trial_id: str, report: Report) ->
     params = {k: config[k] for k in SEARCHABLE if k in config}
     key = f"{meta.stage}-{int(config[OPTUNA_TRIAL]):04d}"
     gains: dict[str, float] = {}
+    trained = 0.0  # the runs' train+eval seconds so far: when this trial's training began (timeline)
     total = len(meta.joint)
     for done, part in enumerate(meta.joint):
         benchmark = part["benchmark"]
@@ -351,8 +352,9 @@ def joint_trial(config: dict, meta: TrialMeta, trial_id: str, report: Report) ->
             fail("no objective value to compare with CE")
             return
         gains[benchmark] = gain
+        trained += max((r["wall_time_s"] or 0.0) for r in rows) if not rows[0]["reused_from"] else 0.0
         report({"objective": min(gains.values()), "epoch": done + 1, "epochs": total, "status": "running",
-                **{f"{GAIN_PREFIX}{b}": g for b, g in gains.items()}})
+                "wall_time_s": trained, **{f"{GAIN_PREFIX}{b}": g for b, g in gains.items()}})
 
 
 def _last_epoch_rows(rows: list[dict]) -> list[dict]:
