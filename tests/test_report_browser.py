@@ -30,6 +30,13 @@ def report_dir(finished_sweep) -> Path:
     return finished_sweep / "report"
 
 
+def test_the_terminal_report_prints_dataset_names_as_they_are(finished_sweep, tmp_path):
+    """`cmnist[classes=2]` looks like Rich markup; the terminal table and sentences must show it."""
+    proc = _cli("report", finished_sweep, "--out", tmp_path / "r", "--bootstrap", "200")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cmnist[classes=2]" in proc.stdout, proc.stdout[-3000:]
+
+
 @pytest.fixture(scope="module")
 def browser():
     executable = shutil.which("chromium")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from ascood.cli.common import OneLineParser, fail
 
@@ -172,7 +173,7 @@ def print_report(console: Console, args: argparse.Namespace) -> int:
     if report.incomplete:
         console.print(f"[yellow]left out (not measured on every dataset): {len(report.incomplete)} setting(s)[/yellow]")
     for sentence in verdict_sentences(report):
-        console.print(sentence)
+        console.print(escape(sentence))  # plain text: dataset names like cmnist[classes=2] are not markup
     if report.verdict is not None:
         v = report.verdict
         table = Table(title="candidates (validation; 95% bootstrap intervals over paired seeds)")
@@ -184,7 +185,8 @@ def print_report(console: Console, args: argparse.Namespace) -> int:
             label = report.labels[r["setting"]]
             key = "worst_gain" if gain else "worst_regret"
             tied = "pick" if r["setting"] == v.pick else ("yes" if r["tied"] else "no")
-            table.add_row(label, ci_text(r[key], r[f"{key}_low"], r[f"{key}_high"]), tied, legend.loc[label, "candidate of"])
+            table.add_row(escape(label), ci_text(r[key], r[f"{key}_low"], r[f"{key}_high"]), tied,
+                          escape(legend.loc[label, "candidate of"]))
         console.print(table)
     console.print(f"report: {out / 'report.html'}  picks: {out / 'picks.csv'}  json: {out / 'summary.json'}")
     return 0
