@@ -56,7 +56,8 @@ def side_by_side(jobs: Sequence[Callable[[], None]], names: Sequence[str] | None
         t.start()
     try:
         for t in threads:
-            t.join()
+            while t.is_alive():  # a timed wait: the main thread runs Python between waits, where a
+                t.join(0.5)      # SIGINT that the kernel handed to another thread is raised
     except KeyboardInterrupt:
         STOP.set()
         for t in threads:
