@@ -214,13 +214,21 @@ class Evaluator:
         The search scores ID-val against every validation OOD set pooled, by AUROC (OpenOOD's
         automatic parameter search); test sets are never looked at.
         """
+        return self.fit_with_scores(scorer, model, outputs, search=search)[0]
+
+    def fit_with_scores(
+        self, scorer: Scorer, model: nn.Module, outputs: dict, *, search: bool
+    ) -> tuple[Scorer, dict[tuple[str, str], np.ndarray]]:
+        """`fit`, and the validation scores at the chosen grid point of an input scorer's search:
+        its input passes over the validation sets need not run again (the grid's scores at a
+        point are that point's scores: `postprocess_grid` and `postprocess_batch` agree)."""
         train = outputs.get(("train", "id"))
         reference = self._reference(scorer, model) if scorer.needs_input and scorer.needs_reference else None
         if reference is not None:
             scorer.set_reference(*reference)
         if not (search and scorer.grid):
             scorer.setup(train, model.head)
-            return scorer
+            return scorer, {}
         val_ood = [("val", o.name) for o in self.data.ood_sets("val")]
 
         points = type(scorer).grid_points()
@@ -238,12 +246,15 @@ class Evaluator:
                 id_scores, *ood = (t.numpy() for t in grid[i])
                 return self._grid_auroc(id_scores, np.concatenate(ood))
 
-        best = points[select_grid_point(len(points), auroc)]
-        chosen = type(scorer)(**{**scorer.params(), **best})
+        i = select_grid_point(len(points), auroc)
+        chosen = type(scorer)(**{**scorer.params(), **points[i]})
         if reference is not None:
             chosen.set_reference(*reference)
         chosen.setup(train, model.head)
-        return chosen
+        known = {}
+        if scorer.needs_input:
+            known = {("val", "id"): grid_id[i], **{k: g[i] for k, g in zip(val_ood, grid_ood, strict=True)}}
+        return chosen, known
 
     def _reference(self, scorer: InputScorer, model: nn.Module) -> tuple[Tensor, Tensor]:
         """The (h, h̃) pairs of every ID validation input that an input scorer's reference is fitted
@@ -283,13 +294,14 @@ class Evaluator:
                 if not (s.needs_input or here):
                     used.append(s)
                     continue
+                known = {}
                 try:
-                    s = self.fit(s, model, outputs, search=search)
+                    s, known = self.fit_with_scores(s, model, outputs, search=search)
                 except Exception as exc:  # a degenerate fit fails this scorer only
                     errors[s.name] = _reason(s, exc)
                 used.append(s)
                 for key in keys:
-                    scores[(s.name, key)] = self._checked(s, model, key, outputs, errors)
+                    scores[(s.name, key)] = self._checked(s, model, key, outputs, errors, known.get(key))
             results = [self._split(split, used, outputs, scores, errors) for split in self.splits] if here else None
             if self.accelerator.num_processes > 1:
                 shared = broadcast_object_list([results, [u.params() for u in used]])
@@ -319,13 +331,15 @@ class Evaluator:
         return result
 
     def _checked(
-        self, scorer: Scorer, model: nn.Module, key: tuple[str, str], outputs: dict, errors: dict[str, str]
+        self, scorer: Scorer, model: nn.Module, key: tuple[str, str], outputs: dict, errors: dict[str, str],
+        known: np.ndarray | None = None,
     ) -> np.ndarray | None:
-        """The scorer's scores of one set, or None (with the reason in `errors`) when it failed."""
+        """The scorer's scores of one set (`known` when its search already computed them), or None
+        (with the reason in `errors`) when it failed."""
         if scorer.name in errors:
             return None
         try:
-            scores = self.score(scorer, model, key, outputs).numpy()
+            scores = known if known is not None else self.score(scorer, model, key, outputs).numpy()
         except Exception as exc:
             errors[scorer.name] = _reason(scorer, exc)
             return None

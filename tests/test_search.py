@@ -60,3 +60,22 @@ def test_search_ignores_test_data_and_follows_validation_data():
     altered_val = replace(base, ood=(OODSet(ood.name, ood.group, Split(copies, ood.val.labels), ood.test),))
     chosen_v, _ = _chosen(altered_val)
     assert chosen_v != chosen
+
+
+def test_an_input_scorers_search_hands_back_the_chosen_points_validation_scores_exactly():
+    """`evaluate` takes these instead of scoring the validation sets again: they must be the
+    scores a fresh pass at the chosen point gives, bit for bit."""
+    data = _data()
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=3).eval()
+    ev = Evaluator(data, make_accelerator(), batch_size=16)  # several batches per set
+    outputs = ev.all_outputs(model, train=True)
+    for scorer in build_scorers(["odin", "iodin", "adascale"]):
+        chosen, known = ev.fit_with_scores(scorer, model, outputs, search=True)
+        assert set(known) == {("val", "id"), ("val", "noise")}
+        for key, scores in known.items():
+            fresh = ev.score(chosen, model, key, outputs).numpy()
+            assert scores.shape == fresh.shape == (30,)
+            assert (scores == fresh).all(), (scorer.name, key)
+    _, none = ev.fit_with_scores(build_scorers(["knn"])[0], model, outputs, search=True)
+    assert none == {}
