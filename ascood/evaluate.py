@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from ascood.data import BenchmarkData
 from ascood.data.loading import Preprocess, eval_loader
 from ascood.metrics import OODMetrics, accuracy, ood_metrics
+from ascood.models.fold import fold_batchnorm
 from ascood.scorers import InputScorer, Outputs, Scorer
 
 EVAL_SPLITS = ("val", "test")
@@ -57,15 +58,22 @@ class SplitResult:
 
 
 class Fp32Logits(nn.Module):
-    """The model's logits from its own modules, in fp32: what every input-gradient scorer calls."""
+    """The model's logits from its own modules, in fp32: what every input-gradient scorer calls.
+    With `backbone`, that module (the model's, BatchNorm folded) stands in for the model's own."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, backbone: nn.Module | None = None):
         super().__init__()
-        self.model = model
+        self.model = model if backbone is None else _Swapped(model, backbone)
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return self.model.head(self.model.backbone(x.float()))
+
+
+class _Swapped(nn.Module):
+    def __init__(self, model: nn.Module, backbone: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, model.head
 
 
 @contextmanager
@@ -119,8 +127,12 @@ class Evaluator:
         fpr_convention: str = "openood",
         channels_last: bool = False,
         grad_batch_size: int | None = None,
+        fold_batchnorm: bool = True,
     ):
-        """`grad_batch_size`: samples per input-gradient pass (default `batch_size`; see `grad_chunk`)."""
+        """`grad_batch_size`: samples per input-gradient pass (default `batch_size`; see `grad_chunk`).
+        `fold_batchnorm`: input-gradient passes run through a copy of the backbone with BatchNorm
+        folded into the convolutions (`ascood.models.fold`); False runs the model's own modules."""
+        self.fold_batchnorm = fold_batchnorm
         self.data = data
         self.accelerator = accelerator
         self.splits = splits
@@ -166,8 +178,9 @@ class Evaluator:
     def _input_passes(self, model: nn.Module, loader: DataLoader, score) -> list[list[Tensor]]:
         """`score(net, x)` (a list of score tensors) over every batch in chunks of `grad_batch_size`,
         with the fp32 logits path, parameters frozen and TF32 off; gathered per list entry."""
-        net, out = Fp32Logits(model), None
+        out = None
         with frozen(model), no_tf32():
+            net = Fp32Logits(model, fold_batchnorm(model.backbone) if self.fold_batchnorm else None)
             for images, _ in loader:
                 x = self.preprocess.eval(images)
                 parts = [score(net, c) for c in chunks(x, self.grad_batch_size)]
