@@ -40,12 +40,17 @@ import yaml
 from ascood.sweep.paths import results_dir
 
 ASHA = {"name": "asha", "grace_period": 1, "reduction_factor": 2}
+ASHA3 = {"name": "asha", "grace_period": 1, "reduction_factor": 3}
+ASHA_G2 = {"name": "asha", "grace_period": 2, "reduction_factor": 2}
 STRATEGIES = {
     "random": ({"name": "random"}, None),
     "tpe": ({"name": "tpe", "startup_trials": 10}, None),
     "tpe+asha": ({"name": "tpe", "startup_trials": 10}, ASHA),
     "tpe4+asha": ({"name": "tpe", "startup_trials": 4}, ASHA),
     "tpe4": ({"name": "tpe", "startup_trials": 4}, None),
+    "tpe+asha3": ({"name": "tpe", "startup_trials": 10}, ASHA3),
+    "tpe+asha-g2": ({"name": "tpe", "startup_trials": 10}, ASHA_G2),
+    "tpe6+asha": ({"name": "tpe", "startup_trials": 6}, ASHA),
     "gp4+asha": ({"name": "gp", "startup_trials": 4}, ASHA),
     "gp4": ({"name": "gp", "startup_trials": 4}, None),
 }
@@ -58,6 +63,15 @@ def sweep_file(base: dict, strategy: str, seed: int, samples: int, out: Path) ->
     return {**spec, "name": f"eff-{strategy.replace('+', '-')}-{seed}", "output": str(out),
             "algorithm": {**algorithm, "seed": seed}, "num_samples": samples, "scheduler": scheduler,
             "final": None, "tracking": "none"}
+
+
+def starts(strategy: str, budget: int, asha_samples: int | None) -> int:
+    """Trials a strategy starts per dataset: the budget without ASHA; with it, enough to spend the
+    budget's compute (twice the budget with a first rung at epoch 1, 1.5× with one at epoch 2)."""
+    scheduler = STRATEGIES[strategy][1]
+    if scheduler is None:
+        return budget
+    return asha_samples or (2 * budget if scheduler["grace_period"] == 1 else (3 * budget) // 2)
 
 
 def run(spec: dict, work: Path) -> Path:
@@ -110,7 +124,7 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=12,
                    help="compute of each searched strategy per dataset, in full trials (× the trial's epochs)")
     p.add_argument("--asha-samples", type=int, default=None,
-                   help="trials a strategy with ASHA starts per dataset (default: twice --budget)")
+                   help="trials a strategy with ASHA starts per dataset (default: twice --budget, 1.5× with a grace period of 2)")
     p.add_argument("--scale", type=int, default=4, help="random search's budget, in multiples of --budget")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--strategies", default="random,tpe,tpe+asha")
@@ -134,7 +148,7 @@ def main() -> None:
                     order = pool.sample(frac=1.0, random_state=seed).reset_index(drop=True)
                     curves.setdefault((strategy, b), []).append(curve(order))
             continue
-        samples = args.budget if STRATEGIES[strategy][1] is None else (args.asha_samples or 2 * args.budget)
+        samples = starts(strategy, args.budget, args.asha_samples)
         for seed in args.seeds:
             spec = sweep_file(base, strategy, seed, samples, args.work / f"{strategy.replace('+', '-')}-{seed}-n{samples}")
             out = run(spec, args.work)
@@ -143,8 +157,9 @@ def main() -> None:
 
     full = args.budget * args.scale * epochs  # random search's compute
     allowed = full / args.scale
+    started = ", ".join(f"{n} {starts(n, args.budget, args.asha_samples)}" for n in names if n != "random")
     print(f"budget: {allowed:g} trial-epochs per searched strategy ({args.budget} trials × {epochs} epochs; "
-          f"with ASHA up to {args.asha_samples or 2 * args.budget} trials); random search: "
+          f"trials started: {started}); random search: "
           f"{args.budget * args.scale} trials ({full} trial-epochs); seeds {args.seeds}")
     print()
     print(f"| dataset | strategy | trials within {allowed:g} trial-epochs | trial-epochs spent in all "
