@@ -205,7 +205,7 @@ def plot(curves, benchmarks, names, full, allowed, path: Path) -> None:
             ys = []
             for x, y in curves[(strategy, b)]:
                 idx = np.searchsorted(x, grid, side="right") - 1
-                ys.append(np.where(idx >= 0, y[np.clip(idx, 0, None)], np.nan))
+                ys.append(np.where((idx >= 0) & (grid <= x[-1]), y[np.clip(idx, 0, None)], np.nan))  # none past its spend
             ys = np.array(ys)
             with np.errstate(all="ignore"):
                 mean = np.nanmean(ys, axis=0)
