@@ -40,7 +40,6 @@ import yaml
 from ascood.sweep.paths import results_dir
 
 ASHA = {"name": "asha", "grace_period": 1, "reduction_factor": 2}
-ASHA3 = {"name": "asha", "grace_period": 1, "reduction_factor": 3}
 ASHA_G2 = {"name": "asha", "grace_period": 2, "reduction_factor": 2}
 STRATEGIES = {
     "random": ({"name": "random"}, None),
@@ -48,9 +47,7 @@ STRATEGIES = {
     "tpe+asha": ({"name": "tpe", "startup_trials": 10}, ASHA),
     "tpe4+asha": ({"name": "tpe", "startup_trials": 4}, ASHA),
     "tpe4": ({"name": "tpe", "startup_trials": 4}, None),
-    "tpe+asha3": ({"name": "tpe", "startup_trials": 10}, ASHA3),
     "tpe+asha-g2": ({"name": "tpe", "startup_trials": 10}, ASHA_G2),
-    "tpe6+asha": ({"name": "tpe", "startup_trials": 6}, ASHA),
     "gp4+asha": ({"name": "gp", "startup_trials": 4}, ASHA),
     "gp4": ({"name": "gp", "startup_trials": 4}, None),
 }

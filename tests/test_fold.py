@@ -57,3 +57,25 @@ def test_no_fold_in_training_mode_or_without_batchnorm_or_when_untraceable():
             return self.bn(self.conv(x)) if x.sum() > 0 else x  # data-dependent: fx cannot trace it
 
     assert fold_batchnorm(Branchy().eval()) is None
+
+
+def test_one_evaluation_folds_the_backbone_once_and_only_when_an_input_scorer_runs(monkeypatch):
+    from test_search import _data
+
+    import ascood.evaluate as E
+    from ascood.evaluate import Evaluator
+    from ascood.scorers import build_scorers
+    from ascood.train import make_accelerator
+
+    built = []
+    real = E.fold_batchnorm
+    monkeypatch.setattr(E, "fold_batchnorm", lambda backbone: built.append(1) or real(backbone))
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=3).eval()
+    ev = Evaluator(_data(), make_accelerator(), batch_size=16)
+    ev.evaluate(model, build_scorers(["msp", "energy"]), search=True)
+    assert built == []
+    ev.evaluate(model, build_scorers(["odin", "iodin", "adascale"]), search=True)  # 2 splits × 2 sets each
+    assert built == [1]
+    ev.evaluate(model, build_scorers(["odin"]), search=False)  # a new evaluation builds its own
+    assert built == [1, 1]

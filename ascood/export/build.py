@@ -138,9 +138,10 @@ def build(run_dir: str | Path, options: ExportOptions) -> Built:
     scorer = build_scorer(options.scorer, **{**overrides, **options.params})
     outputs = evaluator.cached_outputs(model, cache)
     try:
-        used, known = evaluator.fit_with_scores(scorer, model, outputs, search=options.search)
-        keys = [("val", "id"), ("test", "id"), *[("test", o.name) for o in data.ood_sets("test")]]
-        scores = {k: known[k] if k in known else evaluator.score(used, model, k, outputs).numpy() for k in keys}
+        with evaluator.input_net(model):
+            used, known = evaluator.fit_with_scores(scorer, model, outputs, search=options.search)
+            keys = [("val", "id"), ("test", "id"), *[("test", o.name) for o in data.ood_sets("test")]]
+            scores = {k: known[k] if k in known else evaluator.score(used, model, k, outputs).numpy() for k in keys}
     except Exception as exc:  # a degenerate fit or score: `ascood-eval` reports it as this scorer's error
         raise ExportError(f"scorer {options.scorer} failed on {run_dir}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     bad = [f"{s} {n}" for (s, n), v in scores.items() if not np.isfinite(v).all()]
