@@ -71,9 +71,28 @@ def list_files(location: str | Path, suffix: str = "") -> list[str]:
     return sorted(n for n in names if not Path(n).name.startswith("."))
 
 
+def names(location: str | Path) -> list[str]:
+    """The names directly in a directory (not recursive); [] if it does not exist."""
+    fs, path = resolve(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    return sorted(Path(i.path).name for i in fs.get_file_info(pafs.FileSelector(path)))
+
+
+def move(src: str | Path, dst: str | Path) -> None:
+    fs, a = resolve(src)
+    fs.move(a, resolve(dst)[1])
+
+
 def delete(location: str | Path) -> None:
     fs, path = resolve(location)
     fs.delete_file(path)
+
+
+def read_bytes(loc: str) -> bytes:
+    fs, path = resolve(loc)
+    with fs.open_input_stream(path) as f:
+        return f.read()
 
 
 def read_text(loc: str) -> str | None:

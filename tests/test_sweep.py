@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import stop_tree
 
-from ascood.sweep.paths import results_file
+from ascood.sweep.paths import results_file, safe_name
 
 KEY = ["trial_id", "epoch", "split", "ood_set", "scorer"]
 # What the tests train on unless they say otherwise: cmnist's two-class build, smaller and faster
@@ -178,6 +178,92 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     pd.testing.assert_series_equal(after["auroc"], before[before["trial_id"].isin(done_before)].set_index(KEY)["auroc"])
     states = [t.state for t in _study(tmp_path).trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 4
+
+
+# The driver with a fault at one exact moment, dying as a SIGKILL would: when the DIE_AT_FIT-th
+# stage's Tuner is built (its tuner.pkl written) before Tune saves anything of that stage, or in
+# Tune's DIE_IN_SAVE-th save of the run's state, its trials file cut short (Tune writes it in place).
+_DIES = """
+import os, shutil, sys
+from pathlib import Path
+from ray import tune
+from ray.tune.execution.tune_controller import TuneController
+fits, saves, fit, save = [0], [0], tune.Tuner.fit, TuneController.save_to_dir
+def dying_fit(self):
+    fits[0] += 1
+    if fits[0] == int(os.environ.get("DIE_AT_FIT", 0)):
+        os._exit(9)
+    return fit(self)
+def dying_save(self):
+    save(self)
+    saves[0] += 1
+    if saves[0] == int(os.environ.get("DIE_IN_SAVE", 0)):  # its upload, killed in the trials file
+        self._storage.syncer.wait()
+        staging, dest = Path(self._storage.experiment_driver_staging_path), Path(self._storage.experiment_fs_path)
+        for f in (f for f in staging.iterdir() if f.is_file()):
+            shutil.copyfile(f, dest / f.name)
+        state = dest / self.experiment_state_file_name
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+        os._exit(9)
+tune.Tuner.fit, TuneController.save_to_dir = dying_fit, dying_save
+from ascood.cli.sweep import main
+sys.exit(main())
+"""
+
+
+def _dies(path: Path, *args: str, **env: int) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _DIES, str(path), "--no-progress", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, **{k: str(v) for k, v in env.items()}})
+    try:
+        _, err = proc.communicate(timeout=600)
+    finally:
+        _kill_tree(proc)  # the Ray daemons the dead driver left
+    assert proc.returncode == 9, err[-3000:]
+
+
+def _all_trained_once(tmp_path, search: int) -> None:
+    df = _results(tmp_path)
+    assert (df["status"] == "completed").all() and not df.duplicated(KEY).any()
+    assert df[df["stage"] == "search"]["trial_id"].nunique() == search
+    assert sorted(df[df["stage"] == "final"].drop_duplicates("trial_id")["seed"]) == [0, 1]
+    states = [t.state for t in _study(tmp_path).trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * search
+
+
+def test_resume_after_the_driver_dies_between_a_stage_tuner_and_its_first_save(tmp_path):
+    """Regression: Tune keeps no param_space in tuner.pkl, and restored without a saved state it
+    starts over with one sample: a stage killed before its first save resumed with trials
+    without their config (KeyError 'sweep'), then with one trial of two. Killed as the search
+    stage starts, then, resumed, as the final (grid) stage starts."""
+    path = _sweep_file(tmp_path, num_samples=2)
+    ray_dir = tmp_path / "out" / "ray"
+    for n, resume in ((1, []), (2, ["--resume"])):
+        _dies(path, *resume, DIE_AT_FIT=n)
+        built = sorted(p.parent.name for p in ray_dir.glob("*/tuner.pkl"))
+        saved = sorted(p.parent.name for p in ray_dir.glob("*/experiment_state-*.json"))
+        assert len(built) == n and len(saved) == n - 1, (built, saved)
+    resumed = _cli(path, "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _all_trained_once(tmp_path, search=2)
+    events = [json.loads(x) for x in (tmp_path / "out" / "timeline.jsonl").read_text().splitlines()]
+    started = [e["stage"].split(" · ")[1] for e in events if e["event"] == "trial_start"]
+    assert sorted(started) == ["final", "final", "search", "search"], "each trial started once"
+
+
+def test_resume_after_the_driver_dies_inside_a_save_of_the_run_state(tmp_path):
+    """A newest saved state cut short is set aside (Tune would start the stage over with one
+    sample); the search resumes from the study and the results, and nothing is trained twice."""
+    path = _sweep_file(tmp_path, num_samples=3, resources={"max_concurrent_trials": 1})
+    search_dir = tmp_path / "out" / "ray" / f"search-{safe_name(BENCHMARK)}"
+    _dies(path, DIE_IN_SAVE=2)
+    [cut] = search_dir.glob("experiment_state-*.json")
+    with pytest.raises(ValueError):
+        json.loads(cut.read_text())
+    resumed = _cli(path, "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _all_trained_once(tmp_path, search=3)  # restored from the cut file, Tune ran one more trial, not two
+    assert (search_dir / f".unusable-{cut.name}").exists() and not cut.exists()
 
 
 def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path):

@@ -41,6 +41,7 @@ from ascood.sweep.spec import (
 )
 from ascood.sweep.summary import best_search_trial, ranked_search_trials
 from ascood.sweep.trainable import TrialMeta
+from ascood.sweep.tune_state import restorable
 from ascood.verdict import CE, setting_id, transfer_rows, transfer_table, verdict
 
 
@@ -352,8 +353,12 @@ def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
     ctx.progress.begin(key, plan.trials, "max" if stage.joint else ctx.spec.objective.mode)
     name = experiment_name(stage.name, where) + (f"-{plan.tag}" if plan.tag else "")
     path = storage.join(ctx.paths.ray, name)
-    if tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable=ctx.trainable, resume_unfinished=True, resume_errored=False)
+    param_space = {"sweep": meta.as_dict(), **plan.param_space}
+    if restorable(path):
+        # (tuner.pkl holds no param_space; given here, a restore Tune still turned into a fresh
+        # start would at least not run trials without their meta)
+        tuner = tune.Tuner.restore(path, trainable=ctx.trainable, param_space=param_space,
+                                   resume_unfinished=True, resume_errored=False)
     else:
         # At most `where`'s share of the slots at once (the job's name is the side_by_side thread's)
         if plan.search is not None:
@@ -368,7 +373,7 @@ def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
             callbacks.append(shared_output.StudySync(ctx.paths.study))
         tuner = tune.Tuner(
             ctx.trainable,
-            param_space={"sweep": meta.as_dict(), **plan.param_space},
+            param_space=param_space,
             tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=plan.num_samples,
                                         reuse_actors=True),
             run_config=tune.RunConfig(
