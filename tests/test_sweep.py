@@ -182,10 +182,12 @@ def test_resume_after_the_driver_is_killed(tmp_path):
 
 # The driver with a fault at one exact moment, dying as a SIGKILL would: when the DIE_AT_FIT-th
 # stage's Tuner is built (its tuner.pkl written) before Tune saves anything of that stage, or in
-# Tune's DIE_IN_SAVE-th save of the run's state, its trials file cut short (Tune writes it in place).
+# the upload of Tune's DIE_IN_SAVE-th save of the run's state, inside its trials file, or (DIE_MIXED)
+# in the first upload that has a new trial, after the trials file and before the search state.
 _DIES = """
-import os, shutil, sys
+import json, os, shutil, sys
 from pathlib import Path
+import ray.cloudpickle as cloudpickle
 from ray import tune
 from ray.tune.execution.tune_controller import TuneController
 fits, saves, fit, save = [0], [0], tune.Tuner.fit, TuneController.save_to_dir
@@ -197,14 +199,20 @@ def dying_fit(self):
 def dying_save(self):
     save(self)
     saves[0] += 1
+    self._storage.syncer.wait()  # an earlier upload has ended
+    staging, dest = Path(self._storage.experiment_driver_staging_path), Path(self._storage.experiment_fs_path)
+    trials = self.experiment_state_file_name
     if saves[0] == int(os.environ.get("DIE_IN_SAVE", 0)):  # its upload, killed in the trials file
-        self._storage.syncer.wait()
-        staging, dest = Path(self._storage.experiment_driver_staging_path), Path(self._storage.experiment_fs_path)
         for f in (f for f in staging.iterdir() if f.is_file()):
             shutil.copyfile(f, dest / f.name)
-        state = dest / self.experiment_state_file_name
-        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+        (dest / trials).write_bytes((dest / trials).read_bytes()[: (dest / trials).stat().st_size // 2])
         os._exit(9)
+    search = dest / trials.replace("experiment_state", "search_gen_state")
+    if os.environ.get("DIE_MIXED") and search.exists():  # killed after the trials file, before the search state
+        made = len(json.loads((staging / trials).read_text())["trial_data"])
+        if cloudpickle.loads(search.read_bytes())["counter"] < made:
+            shutil.copyfile(staging / trials, dest / trials)
+            os._exit(9)
 tune.Tuner.fit, TuneController.save_to_dir = dying_fit, dying_save
 from ascood.cli.sweep import main
 sys.exit(main())
@@ -251,15 +259,21 @@ def test_resume_after_the_driver_dies_between_a_stage_tuner_and_its_first_save(t
     assert sorted(started) == ["final", "final", "search", "search"], "each trial started once"
 
 
-def test_resume_after_the_driver_dies_inside_a_save_of_the_run_state(tmp_path):
-    """A newest saved state cut short is set aside (Tune would start the stage over with one
-    sample); the search resumes from the study and the results, and nothing is trained twice."""
-    path = _sweep_file(tmp_path, num_samples=3, resources={"max_concurrent_trials": 1})
+@pytest.mark.parametrize("death", ["DIE_IN_SAVE", "DIE_MIXED"])
+def test_resume_after_the_driver_dies_inside_a_save_of_the_run_state(tmp_path, death):
+    """A newest saved state cut short, or uploaded in part (a trials file newer than the search
+    state beside it), is set aside: Tune would start the stage over with one sample, or hand a
+    trial out twice. The search resumes from the study and the results, trains nothing twice."""
+    path = _sweep_file(tmp_path, num_samples=3, resources={"max_concurrent_trials": 1},
+                       trial={"epochs": 2, "batch_size": 64, "scorers": ["msp", "energy"]})
     search_dir = tmp_path / "out" / "ray" / f"search-{safe_name(BENCHMARK)}"
-    _dies(path, DIE_IN_SAVE=2)
+    _dies(path, **{death: 2 if death == "DIE_IN_SAVE" else 1})
     [cut] = search_dir.glob("experiment_state-*.json")
-    with pytest.raises(ValueError):
-        json.loads(cut.read_text())
+    told = [t for t in _study(tmp_path).trials if t.state.is_finished()]
+    assert len(told) < 3, "the driver died with the search unfinished: its resume restores it"
+    if death == "DIE_IN_SAVE":
+        with pytest.raises(ValueError):
+            json.loads(cut.read_text())
     resumed = _cli(path, "--resume", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _all_trained_once(tmp_path, search=3)  # restored from the cut file, Tune ran one more trial, not two
