@@ -239,6 +239,7 @@ def _all_trained_once(tmp_path, search: int) -> None:
     assert states == [optuna.trial.TrialState.COMPLETE] * search
 
 
+@pytest.mark.slow
 def test_resume_after_the_driver_dies_between_a_stage_tuner_and_its_first_save(tmp_path):
     """Regression: Tune keeps no param_space in tuner.pkl, and restored without a saved state it
     starts over with one sample: a stage killed before its first save resumed with trials
@@ -259,6 +260,7 @@ def test_resume_after_the_driver_dies_between_a_stage_tuner_and_its_first_save(t
     assert sorted(started) == ["final", "final", "search", "search"], "each trial started once"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("death", ["DIE_IN_SAVE", "DIE_MIXED"])
 def test_resume_after_the_driver_dies_inside_a_save_of_the_run_state(tmp_path, death):
     """A newest saved state cut short, or uploaded in part (a trials file newer than the search
