@@ -99,8 +99,7 @@ def read_text(loc: str) -> str | None:
     fs, path = resolve(loc)
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
+    return read_bytes(loc).decode()
 
 
 def write_text(loc: str, text: str) -> None:
