@@ -66,12 +66,17 @@ def test_datasets_run_side_by_side_and_each_keeps_its_own_study(tmp_path):
     assert max(starts[k] for k in searches) < min(ends[k] for k in searches)
     for b in DATASETS:  # each dataset's final stage still comes after its own search
         assert starts[f"{b} · final"] >= ends[f"{b} · search"]
-    both = (max(starts[k] for k in searches), min(ends[k] for k in searches))
-    for k in searches:  # two jobs, two slots: while both search, each runs one trial at a time
+    # two datasets, two slots: while both searches have trials to hand out, each runs one at a time
+    # (a dataset whose search has handed out its last trial leaves the slot to the other)
+    last_start = {k: sorted(e["t"] for e in events if e.get("stage") == k and e["event"] == "trial_start")[-1]
+                  for k in searches}
+    both = (max(starts[k] for k in searches), min(last_start.values()))
+    assert both[0] < both[1]
+    for k in searches:
         running, peak = 0, 0
         for e in sorted((e for e in events if e.get("stage") == k), key=lambda e: e["t"]):
             running += {"trial_start": 1, "trial_completed": -1, "trial_stopped": -1, "trial_failed": -1}.get(e["event"], 0)
-            if both[0] <= e["t"] <= both[1]:
+            if both[0] <= e["t"] < both[1]:
                 peak = max(peak, running)
         assert peak == 1, f"{k}: {peak} trials at once while the other dataset searched"
     results = pd.read_parquet(tmp_path / "out" / "results")
@@ -109,10 +114,10 @@ def test_ctrl_c_stops_every_dataset_and_resume_finishes_exactly_once(tmp_path):
         states = [t.state for t in _study(tmp_path, b).trials]
         assert optuna.trial.TrialState.FAIL not in states
         search = results[(results["benchmark"] == b) & (results["stage"] == "search")]
-        done = search.groupby("trial_id")["status"].agg(lambda s: (s == "completed").all()).sum()
+        done = int(search.groupby("trial_id")["status"].agg(lambda s: (s == "completed").all()).sum()) if len(search) else 0
         if done < 2:
             unfinished += 1
-            assert set(results.loc[results["benchmark"] == b, "stage"]) == {"search"}, \
+            assert set(results.loc[results["benchmark"] == b, "stage"]) <= {"search"}, \
                 f"{b}: a later stage started on an unfinished search"
     assert unfinished >= 1, "the interrupt came after every search had finished: nothing was tested"
 

@@ -1,6 +1,6 @@
 """The on-disk names a sweep derives from a dataset's name (`ascood.sweep.paths.safe_name`): plain
 names kept as they are (earlier outputs still resume), parametrized ones (`cmnist[classes=2]`)
-made into names that Ray's glob and pandas' / pyarrow's hive partitioning take literally."""
+made into names that pandas' / pyarrow's hive partitioning take literally."""
 
 import os
 import re
@@ -8,12 +8,10 @@ import re
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
-import ray.cloudpickle as cloudpickle
-from ray.tune.utils.util import _load_newest_checkpoint
 
 from ascood.config import validate_config
 from ascood.results import SCHEMA, RunLabels, read_results, run_id_for, status_row, write_results
-from ascood.sweep.paths import SweepPaths, experiment_name, results_dir, results_file, safe_name, trial_dir
+from ascood.sweep.paths import SweepPaths, results_dir, results_file, safe_name, trial_dir
 
 PLAIN = ["cmnist", "mnist6", "mnist10", "cifar10", "imagenet100", "all"]
 PARAMETRIZED = ["cmnist[classes=2]", "cmnist[classes=5]", "aircraft[split=1]", "aircraft[split=1,size=64]",
@@ -24,8 +22,7 @@ PARAMETRIZED = ["cmnist[classes=2]", "cmnist[classes=5]", "aircraft[split=1]", "
 def test_a_plain_dataset_name_is_its_own_on_disk_name(tmp_path, name):
     out = str(tmp_path / "out")
     assert safe_name(name) == name
-    assert experiment_name("search", name) == f"search-{name}"
-    assert SweepPaths(out).experiment("final", name) == f"{out}/ray/final-{name}"
+    assert SweepPaths(out).ray == f"{out}/ray"
     assert results_dir(out, name) == f"{out}/results/{name}"
     assert results_file(out, name, "search-0003") == f"{out}/results/{name}/search-0003.parquet"
     assert trial_dir(out, name, "search-0003") == (tmp_path / "out" / "trials" / name / "search-0003", None)
@@ -39,18 +36,6 @@ def test_a_parametrized_dataset_name_is_a_safe_name_of_its_own():
     assert len(set(names)) == len(names), "two datasets never share a directory"
     # the names are part of the output: a sweep written now must resume under a later version
     assert safe_name("cmnist[classes=2]") == "cmnist_classes_2_506a1f74"
-    assert experiment_name("search", "cmnist[classes=2]") == "search-cmnist_classes_2_506a1f74"
-
-
-@pytest.mark.parametrize("name", PLAIN[:1] + PARAMETRIZED[:3])
-def test_ray_finds_a_restored_experiments_searcher_state(tmp_path, name):
-    """Tune restores the searcher (and callbacks) of `Tuner.restore` from files it finds with
-    `glob` in the experiment's directory: under `search-cmnist[classes=2]` it found none, and the
-    resumed sweep ran on with a fresh searcher."""
-    exp = tmp_path / experiment_name("search", name)
-    exp.mkdir()
-    (exp / "searcher-state-2026-01-01_00-00-00.pkl").write_bytes(cloudpickle.dumps({"counter": 3}))
-    assert _load_newest_checkpoint(str(exp), "searcher-state-*.pkl") == {"counter": 3}
 
 
 def test_results_of_parametrized_datasets_read_back_without_partition_columns(tmp_path):

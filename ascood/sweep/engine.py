@@ -107,8 +107,8 @@ def run_sweep(run: SweepRun, progress: SweepProgress) -> SweepPaths:
             undo()
             raise
         resources, _ = trial_resources(spec)
-        # registered once here, by the name Tune would give it: every stage's Tuner, in its own thread,
-        # then names it, and Tune's registry (not thread-safe) is never written concurrently
+        # registered once here, by the name Tune would give it: the sweep's Tune run (and each racing
+        # round's), built in a thread of its own, then names it, and Tune's registry is written once
         trainable = tune.with_resources(sweep_trial, resources)
         trainable_name = Experiment.get_trainable_name(trainable)
         tune.register_trainable(trainable_name, trainable)

@@ -1,8 +1,7 @@
-"""Stages of several datasets side by side in one Ray session, and a Ctrl-C that stops them all.
+"""Tune runs driven from driver threads, and a Ctrl-C that stops them all.
 
-Each job (one dataset's chain of stages, say) runs in its own driver thread; every Tune run there
-asks the same cluster for resources, so a dataset whose stage is ending leaves no core idle while
-another has trials to run. Tune catches SIGINT only in the main thread, so here it never does: the
+A sweep's Tune run (every stage of every dataset, `ascood.sweep.phases`) is driven from a thread
+of its own. Tune catches SIGINT only in the main thread, so here it never does: the
 main thread gets the KeyboardInterrupt, sets `STOP`, and every Tune loop raises `SweepInterrupted`
 at its next step (the `Interrupt` callback) — the state a crash leaves, which `--resume` continues,
 with nothing closed as failed and no later stage started on an unfinished one.
@@ -14,8 +13,6 @@ import threading
 from collections.abc import Callable, Sequence
 
 from ray.tune import Callback
-
-from ascood.sweep import fair_share
 
 STOP = threading.Event()
 
@@ -34,17 +31,15 @@ class Interrupt(Callback):
 
 
 def side_by_side(jobs: Sequence[Callable[[], None]], names: Sequence[str] | None = None) -> None:
-    """Run every job at once, each in a thread, and wait for all; each job counts under its name
-    in the fair share of the slots (`ascood.sweep.fair_share`). A job that fails does not stop the
-    others; once all have ended, the first failure is raised. A KeyboardInterrupt here stops every
-    job's Tune runs and is raised once they have ended."""
+    """Run every job at once, each in a thread, and wait for all. A job that fails does not stop
+    the others; once all have ended, the first failure is raised. A KeyboardInterrupt here stops
+    every job's Tune runs and is raised once they have ended."""
     errors: list[BaseException] = []
     lock = threading.Lock()
 
     def run(job: Callable[[], None], name: str) -> None:
         try:
-            with fair_share.running(name):
-                job()
+            job()
         except BaseException as exc:  # raised in the main thread below
             with lock:
                 errors.append(exc)

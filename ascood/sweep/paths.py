@@ -2,7 +2,8 @@
 
     OUT/sweep.yaml            the sweep file this directory was made from (resume refuses others)
     OUT/optuna.db             the Optuna studies, one per dataset (`optuna-dashboard sqlite:///OUT/optuna.db`)
-    OUT/ray/<stage>-<dataset> Ray Tune experiment state (what `--resume` restores)
+    OUT/ray/sweep             the Ray Tune run of every stage (what `--resume` restores); a
+                              racing round of the transfer stage is one of its own, OUT/ray/transfer-seed<n>
     OUT/trials/<dataset>/<key>/   one directory per trial: its checkpoint
     OUT/results/<dataset>/<key>.parquet   one file per trial: `pandas.read_parquet(OUT / "results")`
 
@@ -53,9 +54,6 @@ class SweepPaths:
     def results(self) -> str:
         return storage.join(self.out, "results")
 
-    def experiment(self, stage: str, benchmark: str) -> str:
-        return storage.join(self.ray, experiment_name(stage, benchmark))
-
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -77,10 +75,6 @@ def safe_name(name: str) -> str:
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{readable}_{digest}" if readable else digest
-
-
-def experiment_name(stage: str, benchmark: str) -> str:
-    return f"{stage}-{safe_name(benchmark)}"
 
 
 OPTUNA_TRIAL = "optuna_trial"  # added to a searched trial's config: the Optuna trial it tells

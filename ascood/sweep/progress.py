@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ascood.sweep import timeline
 from ascood.sweep.outcome import trial_outcome
+from ascood.sweep.phases import PHASE
 
 
 @dataclass
@@ -119,15 +120,14 @@ CURRENT: SweepProgress | None = None
 
 
 class ProgressCallback(Callback):
-    """The driver's view of a stage's trials: the live display and the timeline."""
-
-    def __init__(self, key: str):
-        self.key = key
+    """The driver's view of every stage's trials (each trial's config names its stage's phase):
+    the live display and the timeline."""
 
     def _emit(self, trial, kind: str, result: dict | None = None) -> None:
+        key = trial.config.get(PHASE, "")
         if CURRENT is not None:
-            CURRENT.event(self.key, trial.trial_id, kind, result)
-        timeline.trial_event(self.key, trial.trial_id, kind, result)
+            CURRENT.event(key, trial.trial_id, kind, result)
+        timeline.trial_event(key, trial.trial_id, kind, result)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._emit(trial, "start")

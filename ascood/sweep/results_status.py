@@ -18,10 +18,11 @@ from ascood.sweep.trainable import TrialMeta, trial_values
 
 
 class ResultsStatusCallback(Callback):
-    """Marks, in a trial's Parquet file, what only the driver knows: stopped early, or errored."""
+    """Marks, in a trial's Parquet file, what only the driver knows: stopped early, or errored.
+    Not a joint trial's: each of its runs is complete or failed on its own."""
 
-    def __init__(self, out: str, benchmark: str, stage: str):
-        self.out, self.benchmark, self.stage = out, benchmark, stage
+    def __init__(self, out: str):
+        self.out = out
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
@@ -42,9 +43,11 @@ class ResultsStatusCallback(Callback):
 
     def mark(self, trial, status: Outcome, reason: str) -> None:
         meta = TrialMeta(**trial.config["sweep"])
+        if meta.joint:
+            return
         cfg = validate_config(trial_values(trial.config, meta))
         run_id = run_id_for(cfg)
-        path = results_file(self.out, self.benchmark, trial_key(self.stage, trial.config, run_id))
+        path = results_file(self.out, meta.benchmark, trial_key(meta.stage, trial.config, run_id))
         rows = read_rows(path) if storage.exists(path) else []
         if not rows:
             spec = get_spec(cfg.benchmark)

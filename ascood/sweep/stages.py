@@ -1,9 +1,11 @@
-"""The stages of a sweep, as data, and the one function that runs a stage on a dataset.
+"""The stages of a sweep, as data, and the one Tune run that runs them all.
 
-A stage is a name, whether the sweep file asks for it, and a plan: how many trials, what Tune's
-param space holds besides the trial meta (the chosen candidates), and for a searched stage the
-Optuna searcher and the scheduler. `run_stage` turns a plan into a Tuner (or restores the stage's
-experiment after a crash) and runs it. Adding a stage is adding one `Stage`.
+A stage is a name, whether the sweep file asks for it, and a plan: how many trials, what its
+trials' configs hold besides the trial meta (the chosen candidates), and for a searched stage the
+Optuna searcher and ASHA's settings. `run_stages` makes every stage on every dataset a phase of
+one Tune run (`ascood.sweep.phases`), or restores that run after a crash; `StageRuntime` plans a
+phase when its job reaches it and closes it when its trials have ended. Adding a stage is adding
+one `Stage`.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from ascood.config import validate_config
 from ascood.gain import DEFAULT_FLOOR
 from ascood.results import SETTING_COLUMNS, read_results, read_rows, run_id_for, select, with_status, write_results
 from ascood.sweep import shared_output, timeline
-from ascood.sweep.fair_share import FairGrid, FairLimiter
 from ascood.sweep.parallel import STOP, Interrupt, side_by_side
-from ascood.sweep.paths import SweepPaths, experiment_name, results_dir
+from ascood.sweep.paths import SweepPaths, results_dir
+from ascood.sweep.phases import Phase, PhaseScheduler, SweepSearcher, attach, detach, grid_configs
 from ascood.sweep.progress import ProgressCallback, SweepProgress
 from ascood.sweep.results_status import ResultsStatusCallback
 from ascood.sweep.searcher import make_searcher
@@ -114,18 +116,17 @@ def _search_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Pl
     metric = ["objective", "val_id_accuracy"] if multi else "objective"
     mode = [objective.mode, "max"] if multi else objective.mode
 
-    def search() -> tuple[Any, Any]:
+    def search() -> tuple[Any, dict | None]:
         searcher = make_searcher(
             space=space_for(spec, dataset), algorithm=spec.algorithm, metric=metric, mode=mode,
             storage=ctx.study_storage, study_name=study_name(spec, dataset),
         )
-        scheduler = None
+        asha = None
         if spec.scheduler is not None:
-            scheduler = tune.schedulers.ASHAScheduler(
-                time_attr="epoch", metric="objective", mode=objective.mode, max_t=validate_config(meta.defaults).epochs,
-                grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor,
-            )
-        return searcher, scheduler
+            asha = dict(time_attr="epoch", metric="objective", mode=objective.mode,
+                        max_t=validate_config(meta.defaults).epochs,
+                        grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)
+        return searcher, asha
 
     n = num_samples(spec, dataset)
     left = n - len(finished_trials(ctx.study_storage, study_name(spec, dataset)))
@@ -201,17 +202,15 @@ def _robust_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Pl
     spec = ctx.spec
     name = robust_study_name(spec)
 
-    def search() -> tuple[Any, Any]:
+    def search() -> tuple[Any, dict | None]:
         searcher = make_searcher(space=robust_space(spec), algorithm=spec.algorithm, metric="objective", mode="max",
                                  storage=ctx.study_storage, study_name=name)
-        scheduler = None
+        asha = None
         if spec.scheduler is not None and len(spec.datasets) > 1:
-            scheduler = tune.schedulers.ASHAScheduler(
-                time_attr="epoch", metric="objective", mode="max", max_t=len(spec.datasets),
-                grace_period=min(spec.scheduler.grace_period, len(spec.datasets) - 1),
-                reduction_factor=spec.scheduler.reduction_factor,
-            )
-        return searcher, scheduler
+            asha = dict(time_attr="epoch", metric="objective", mode="max", max_t=len(spec.datasets),
+                        grace_period=min(spec.scheduler.grace_period, len(spec.datasets) - 1),
+                        reduction_factor=spec.scheduler.reduction_factor)
+        return searcher, asha
 
     n = spec.robust.num_samples
     left = n - len(finished_trials(ctx.study_storage, name))
@@ -286,20 +285,20 @@ TRANSFER = Stage("transfer", enabled=lambda spec: spec.transfer is not None, pla
 STAGES = (SEARCH, FINAL, COMPARISON, BASELINE, ROBUST, TRANSFER)
 
 
+SWEEP_RUN = "sweep"  # the Tune run of every stage: `OUT/ray/sweep`
+
+
 def run_stages(ctx: StageContext, stages: tuple[Stage, ...] = STAGES) -> None:
     """Every dataset's stages in order, the datasets side by side; then the `after_all` stages on
-    every dataset, side by side again (a joint stage once, over all of them)."""
+    every dataset, side by side again (a joint stage once, over all of them). All of it is one
+    Tune run (`ascood.sweep.phases`): its trial processes serve every stage."""
     STOP.clear()
     wanted = [s for s in stages if s.enabled(ctx.spec)]
-    before = [s for s in wanted if not s.after_all]
-    datasets = ctx.spec.datasets
-    names = [d.benchmark for d in datasets]
-    side_by_side([lambda d=d: [run_stage(ctx, s, d) for s in before] for d in datasets], names)
+    names = [d.benchmark for d in ctx.spec.datasets]
+    sections = [[(n, [s.name for s in wanted if not s.after_all]) for n in names]]
     for stage in (s for s in wanted if s.after_all):
-        if stage.joint:
-            side_by_side([lambda stage=stage: run_stage(ctx, stage, datasets[0])], [JOINT_SCOPE])
-        else:
-            side_by_side([lambda d=d, stage=stage: run_stage(ctx, stage, d) for d in datasets], names)
+        sections.append([(JOINT_SCOPE, [stage.name])] if stage.joint else [(n, [stage.name]) for n in names])
+    run_phases(ctx, SWEEP_RUN, sections, {s.name: s for s in wanted})
     if TRANSFER in wanted and ctx.spec.transfer.max_seeds is not None:
         race(ctx)
 
@@ -308,7 +307,7 @@ def race(ctx: StageContext) -> None:
     """While candidates are statistically tied with the leader (validation, paired seeds), train
     one more seed of the leader, the tied and CE on every dataset, until they separate or
     `transfer.max_seeds` seeds are measured. Each round is decided from the Parquet results alone,
-    so a resumed sweep takes the same rounds."""
+    so a resumed sweep takes the same rounds; each is a Tune run of its own (`OUT/ray/transfer-seed<n>`)."""
     spec = ctx.spec
     racers = transfer_candidates(spec, ctx.paths)
     seeds = list(spec.transfer.seeds)
@@ -329,8 +328,8 @@ def race(ctx: StageContext) -> None:
         plan = Plan(trials=len(racers), param_space={"candidate": tune.grid_search(racers), "seed": seed},
                     tag=f"seed{seed}")
         stage = Stage(TRANSFER.name, enabled=TRANSFER.enabled, plan=lambda ctx, d, m, plan=plan: plan, after_all=True)
-        side_by_side([lambda d=d, stage=stage: run_stage(ctx, stage, d) for d in spec.datasets],
-                     [d.benchmark for d in spec.datasets])
+        run_phases(ctx, f"{TRANSFER.name}-{plan.tag}", [[(d.benchmark, [stage.name]) for d in spec.datasets]],
+                   {stage.name: stage})
         seeds.append(seed)
 
 
@@ -338,54 +337,84 @@ def _label(candidate: dict) -> str:
     return CE if candidate.get("method") == "ce" else setting_id(candidate)
 
 
-def run_stage(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
-    """Run (or, after a crash, resume) one stage on one dataset; blocks until its trials end. Runs
-    in a `side_by_side` thread, never in the main one (where Tune would take Ctrl-C for itself)."""
-    meta = trial_meta(ctx, dataset, stage.name)
-    if stage.joint:
-        meta = joint_meta(ctx, meta)
-    where = meta.benchmark  # the dataset, or for a joint stage the sweep's joint study
-    plan = stage.plan(ctx, dataset, meta)
-    if isinstance(plan, str):
-        ctx.progress.console.print(f"[yellow]{escape(where)}: {plan}; {stage.name} stage skipped[/yellow]")
-        return
-    key = f"{'all datasets' if stage.joint else where} · {stage.name}" + (f" {plan.tag}" if plan.tag else "")
-    ctx.progress.begin(key, plan.trials, "max" if stage.joint else ctx.spec.objective.mode)
-    name = experiment_name(stage.name, where) + (f"-{plan.tag}" if plan.tag else "")
-    path = storage.join(ctx.paths.ray, name)
-    param_space = {"sweep": meta.as_dict(), **plan.param_space}
-    if restorable(path):
-        # (tuner.pkl holds no param_space; given here, a restore Tune still turned into a fresh
-        # start would at least not run trials without their meta)
-        tuner = tune.Tuner.restore(path, trainable=ctx.trainable, param_space=param_space,
-                                   resume_unfinished=True, resume_errored=False)
-    else:
-        # At most `where`'s share of the slots at once (the job's name is the side_by_side thread's)
+@dataclass
+class StageRuntime:
+    """How the phases of one Tune run are planned and closed (`ascood.sweep.phases.Runtime`)."""
+
+    ctx: StageContext
+    stages: dict[str, Stage]
+    finished: bool = False
+
+    def _dataset(self, job: str) -> DatasetSpec:
+        datasets = self.ctx.spec.datasets
+        return next((d for d in datasets if d.benchmark == job), datasets[0])  # a joint job: any
+
+    def plan(self, job: str, stage_name: str) -> Phase | None:
+        ctx, stage, dataset = self.ctx, self.stages[stage_name], self._dataset(job)
+        meta = trial_meta(ctx, dataset, stage.name)
+        if stage.joint:
+            meta = joint_meta(ctx, meta)
+        where = meta.benchmark  # the dataset, or for a joint stage the sweep's joint study
+        plan = stage.plan(ctx, dataset, meta)
+        if isinstance(plan, str):
+            ctx.progress.console.print(f"[yellow]{escape(where)}: {plan}; {stage.name} stage skipped[/yellow]")
+            return None
+        key = f"{'all datasets' if stage.joint else where} · {stage.name}" + (f" {plan.tag}" if plan.tag else "")
         if plan.search is not None:
-            searcher, scheduler = plan.search()
-            search_alg = FairLimiter(searcher, where, ctx.max_concurrent)
-        else:
-            search_alg, scheduler = FairGrid(where, ctx.max_concurrent), None
-        callbacks = [ProgressCallback(key), Interrupt()]
-        if not stage.joint:  # a joint trial's runs are each complete or failed on their own
-            callbacks.append(ResultsStatusCallback(str(ctx.paths.out), dataset.benchmark, stage.name))
+            searcher, asha = plan.search()
+            return Phase(key=key, job=job, stage=stage.name, meta=meta.as_dict(), planned=plan.trials,
+                         left=plan.num_samples, searcher=searcher, asha=asha)
+        configs = grid_configs(plan.param_space)
+        return Phase(key=key, job=job, stage=stage.name, meta=meta.as_dict(), planned=plan.trials,
+                     left=len(configs), configs=configs)
+
+    def begin(self, phase: Phase) -> None:
+        joint = self.stages[phase.stage].joint
+        self.ctx.progress.begin(phase.key, phase.planned, "max" if joint else self.ctx.spec.objective.mode)
+        timeline.record("stage_start", stage=phase.key, trials=phase.left + len(phase.live))
+
+    def end(self, phase: Phase) -> None:
+        timeline.record("stage_end", stage=phase.key)
+        stage = self.stages[phase.stage]
+        for d in self.ctx.spec.datasets if stage.joint else [self._dataset(phase.job)]:
+            close_leftovers(self.ctx, stage, d)
+
+    def all_ended(self) -> None:
+        self.finished = True
+
+
+def run_phases(ctx: StageContext, name: str, sections: list, stages: dict[str, Stage]) -> None:
+    """One Tune run over `sections` (lists of jobs: (name, stage names)), or, after a crash, its
+    restore; blocks until every phase has ended. The run is driven from a thread of its own (Tune
+    takes Ctrl-C for itself only in the main thread)."""
+    runtime = StageRuntime(ctx, stages)
+    path = storage.join(ctx.paths.ray, name)
+    attach(name, runtime)
+    try:
+        side_by_side([lambda: _fit(ctx, name, path, sections)], [name])
+    finally:
+        detach(name)
+    if not runtime.finished:  # e.g. Tune started a run it failed to restore over with one sample
+        raise RuntimeError(f"{path}: the Tune run ended before every stage had; run the sweep again with --resume")
+
+
+def _fit(ctx: StageContext, name: str, path: str, sections: list) -> None:
+    if restorable(path):
+        tuner = tune.Tuner.restore(path, trainable=ctx.trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        callbacks = [ProgressCallback(), Interrupt(), ResultsStatusCallback(str(ctx.paths.out))]
         if ctx.paths.study is not None:
             callbacks.append(shared_output.StudySync(ctx.paths.study))
         tuner = tune.Tuner(
             ctx.trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=plan.num_samples,
-                                        reuse_actors=True),
+            tune_config=tune.TuneConfig(search_alg=SweepSearcher(name, sections, ctx.max_concurrent),
+                                        scheduler=PhaseScheduler(), num_samples=-1, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=name, storage_path=ctx.paths.ray, callbacks=callbacks, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=ctx.spec.resources.max_failures),
             ),
         )
-    timeline.record("stage_start", stage=key, trials=plan.num_samples if plan.search is not None else plan.trials)
     tuner.fit()
-    timeline.record("stage_end", stage=key)
-    for d in ctx.spec.datasets if stage.joint else [dataset]:
-        close_leftovers(ctx, stage, d)
 
 
 def close_leftovers(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:

@@ -1,0 +1,266 @@
+"""Every stage of a sweep as a phase of one Tune run, so that its trial processes live across stages.
+
+Tune keeps a finished trial's actor only for a next trial of the same run: a Tuner per stage and
+dataset started a new process for each (seconds of start-up, imports and first set-up, each time).
+Here one Tune run hands out the trials of every stage of every dataset: `SweepSearcher` holds,
+per job (a dataset's chain of stages, or a joint stage), the phase it is in (one stage on that
+job, with its own Optuna searcher or list of grid trials), and `PhaseScheduler` gives a searched
+phase its own ASHA. A job's next stage is planned once every trial of its current one has
+ended; the next section of jobs (the stages that need every dataset) once every job of this one
+has. What a phase is, how it is planned and what happens at its ends belongs to the caller, a
+`Runtime` found by the Tune run's name (nothing of it is pickled with the run's state).
+
+The searcher's state (the section, each job's phase, the Optuna searchers, the grid trials not
+yet handed out, which Tune trial belongs to which phase) is plain data that Tune saves with the
+run, so a restored run continues every phase where its last saved state was.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+PHASE = "phase"  # in a trial's config: the key of the phase it belongs to
+ASHA = "asha"  # in a searched phase's trial config: that phase's ASHA settings (or absent)
+
+
+@dataclass
+class Phase:
+    """One stage on one job: what it hands out and which of its trials are still live."""
+
+    key: str
+    job: str
+    stage: str
+    meta: dict  # every trial's "sweep" entry
+    planned: int  # trials the stage will have run (shown), including any run before a crash
+    left: int  # trials still to hand out
+    configs: list[dict] | None = None  # a grid stage's trial configs not handed out yet
+    searcher: Searcher | None = None  # a searched stage's (Optuna) searcher
+    asha: dict | None = None  # a searched stage's ASHA settings
+    live: set[str] = field(default_factory=set)
+
+    def over(self) -> bool:
+        return self.left <= 0 and not self.live
+
+    def next_config(self, trial_id: str) -> dict | None:
+        if self.left <= 0:
+            return None
+        if self.searcher is not None:
+            config = self.searcher.suggest(trial_id)
+            if config is None or config == Searcher.FINISHED:
+                return None
+        else:
+            config = self.configs.pop(0)
+        self.left -= 1
+        self.live.add(trial_id)
+        out = {**config, "sweep": self.meta, PHASE: self.key}
+        if self.asha is not None:
+            out[ASHA] = self.asha
+        return out
+
+
+@dataclass
+class Job:
+    """A chain of stages run one after another (one dataset's, or one joint stage)."""
+
+    name: str
+    stages: list[str]
+    at: int = 0  # index of the stage it is in (or will plan next)
+    phase: Phase | None = None
+
+    def exhausted(self) -> bool:
+        return self.phase is None and self.at >= len(self.stages)
+
+
+class Runtime(Protocol):
+    """What the caller supplies: how a stage is planned on a job, and what happens at a phase's ends."""
+
+    def plan(self, job: str, stage: str) -> Phase | None:
+        """The stage's phase on the job, or None when it has nothing to run (the runtime says why)."""
+
+    def begin(self, phase: Phase) -> None:
+        """A phase starts, or is seen for the first time in this driver (after a restore)."""
+
+    def end(self, phase: Phase) -> None:
+        """Every trial of the phase has ended."""
+
+    def all_ended(self) -> None:
+        """Every phase of every section has ended: the run is complete."""
+
+
+_RUNTIMES: dict[str, Runtime] = {}
+
+
+def attach(name: str, runtime: Runtime) -> None:
+    """The runtime of the Tune run called `name` (set before the run is built or restored)."""
+    _RUNTIMES[name] = runtime
+
+
+def detach(name: str) -> None:
+    _RUNTIMES.pop(name, None)
+
+
+def grid_configs(param_space: dict) -> list[dict]:
+    """A grid stage's trials: every combination of its `tune.grid_search` values (the others fixed)."""
+    grids = {k: v["grid_search"] for k, v in param_space.items() if isinstance(v, dict) and "grid_search" in v}
+    fixed = {k: v for k, v in param_space.items() if k not in grids}
+    return [{**fixed, **dict(zip(grids, combo, strict=True))} for combo in itertools.product(*grids.values())]
+
+
+def pick(jobs: Sequence[Job], live: dict[str, int]) -> list[Job]:
+    """The jobs that may hand out a trial, in the order to ask them: the fewest live trials first
+    (an even share of the slots while several have work; a job with none to hand out leaves its
+    share to the others), then in the sweep's order."""
+    ready = [j for j in jobs if j.phase is not None and j.phase.left > 0]
+    order = {j.name: i for i, j in enumerate(jobs)}
+    return sorted(ready, key=lambda j: (live.get(j.name, 0), order[j.name]))
+
+
+class SweepSearcher(Searcher):
+    """Hands out the trials of every phase of a sweep, at most `slots` live at once.
+
+    `sections` are lists of jobs (name, stage names) run one section after another."""
+
+    def __init__(self, run: str, sections: Sequence[Sequence[tuple[str, Sequence[str]]]], slots: int):
+        super().__init__()
+        self.run = run
+        self.sections = [[(name, list(stages)) for name, stages in section] for section in sections]
+        self.slots = slots
+        self.section = -1
+        self.jobs: list[Job] = []
+        self.owner: dict[str, tuple[str, str]] = {}  # Tune trial id -> (job, phase key)
+        self.done = False
+        self._seen: set[str] = set()
+
+    # -- Tune's Searcher interface
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> dict | None:
+        runtime = _RUNTIMES[self.run]
+        self._advance(runtime)
+        if self.done:
+            return Searcher.FINISHED
+        live = {j.name: len(j.phase.live) for j in self.jobs if j.phase is not None}
+        if sum(live.values()) >= self.slots:
+            return None
+        for job in pick(self.jobs, live):
+            config = job.phase.next_config(trial_id)
+            if config is not None:
+                self.owner[trial_id] = (job.name, job.phase.key)
+                return config
+        return None
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        phase = self._phase_of(trial_id)
+        if phase is not None and phase.searcher is not None:
+            phase.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Tells the phase's searcher; the phase itself is closed at the next `suggest`, once Tune
+        has also told the run's callbacks (which write what only the driver knows)."""
+        phase = self._phase_of(trial_id)
+        if phase is None:
+            return
+        if phase.searcher is not None:
+            phase.searcher.on_trial_complete(trial_id, result=result, error=error)
+        phase.live.discard(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({k: v for k, v in self.__dict__.items() if k != "_seen"}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+        self._seen = set()
+        runtime = _RUNTIMES.get(self.run)
+        if runtime is not None:
+            self._announce(runtime)
+            if self.done:  # saved complete: Tune will not ask for another trial
+                runtime.all_ended()
+
+    # -- phases
+    def _phase_of(self, trial_id: str) -> Phase | None:
+        job_name, key = self.owner.get(trial_id, (None, None))
+        job = next((j for j in self.jobs if j.name == job_name), None)
+        return job.phase if job is not None and job.phase is not None and job.phase.key == key else None
+
+    def _announce(self, runtime: Runtime) -> None:
+        for job in self.jobs:
+            if job.phase is not None and job.phase.key not in self._seen:
+                self._seen.add(job.phase.key)
+                runtime.begin(job.phase)
+
+    def _advance(self, runtime: Runtime) -> None:
+        """Close the phases whose trials have all ended and plan what comes next."""
+        while not self.done:
+            for job in self.jobs:
+                if job.phase is not None and job.phase.over():
+                    runtime.end(job.phase)
+                    job.phase, job.at = None, job.at + 1
+                while job.phase is None and job.at < len(job.stages):
+                    job.phase = runtime.plan(job.name, job.stages[job.at])
+                    if job.phase is None:
+                        job.at += 1
+            self._announce(runtime)
+            if not all(j.exhausted() for j in self.jobs):
+                return
+            self.section += 1
+            if self.section >= len(self.sections):
+                self.done = True
+                runtime.all_ended()
+                return
+            self.jobs = [Job(name, list(stages)) for name, stages in self.sections[self.section]]
+
+
+class PhaseScheduler(FIFOScheduler):
+    """First in, first out, except that a searched phase's trials go through that phase's own
+    ASHA (its settings are in each of its trials' configs)."""
+
+    def __init__(self):
+        super().__init__()
+        self._asha: dict[str, ASHAScheduler] = {}
+
+    def _of(self, trial: Any) -> ASHAScheduler | None:
+        settings = trial.config.get(ASHA)
+        if settings is None:
+            return None
+        key = trial.config[PHASE]
+        if key not in self._asha:
+            self._asha[key] = ASHAScheduler(**settings)
+        scheduler = self._asha[key]
+        if trial.trial_id not in scheduler._trial_info:  # a trial restored after a crash
+            scheduler.on_trial_add(None, trial)
+        return scheduler
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._of(trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        scheduler = self._of(trial)
+        return TrialScheduler.CONTINUE if scheduler is None else scheduler.on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        scheduler = self._of(trial)
+        if scheduler is not None:
+            scheduler.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        scheduler = self._of(trial)
+        if scheduler is not None:
+            scheduler.on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        scheduler = self._of(trial)
+        if scheduler is not None:
+            scheduler.on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "FIFO, with ASHA for the searched phases"
