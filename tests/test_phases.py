@@ -2,10 +2,24 @@
 
 from dataclasses import dataclass, field
 
+import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from ascood.sweep.phases import ASHA, PHASE, Job, Phase, PhaseScheduler, SweepSearcher, attach, detach, grid_configs, pick
+from ascood.sweep.phases import (
+    ASHA,
+    PHASE,
+    Job,
+    Phase,
+    PhaseScheduler,
+    SweepSearcher,
+    attach,
+    detach,
+    grid_configs,
+    pick,
+    ranks,
+)
+from ascood.sweep.stages import STAGES, stage_jobs
 
 
 @dataclass
@@ -16,13 +30,13 @@ class Runtime:
     log: list[tuple[str, str]] = field(default_factory=list)
     finished: bool = False
 
-    def plan(self, job, stage):
+    def plan(self, scope, stage):
         n = self.trials.get(stage, 0)
         if n == 0:
-            self.log.append(("skip", f"{job}:{stage}"))
+            self.log.append(("skip", f"{scope}:{stage}"))
             return None
         configs = [{"i": i} for i in range(n)]
-        return Phase(key=f"{job}:{stage}", job=job, stage=stage, meta={"stage": stage}, planned=n, left=n,
+        return Phase(key=f"{scope}:{stage}", scope=scope, stage=stage, meta={"stage": stage}, planned=n, left=n,
                      configs=configs)
 
     def begin(self, phase):
@@ -35,10 +49,19 @@ class Runtime:
         self.finished = True
 
 
-def _searcher(name, runtime, slots=2):
+def _chains(*stages, joint="robust"):
+    """Per dataset a and b the stages one after another, then the joint stage after all of them."""
+    jobs = []
+    for scope in "ab":
+        for i, stage in enumerate(stages):
+            jobs.append(Job(f"{scope}/{stage}", scope, stage, (f"{scope}/{stages[i - 1]}",) if i else ()))
+    jobs.append(Job(f"all/{joint}", "all", joint, (f"a/{stages[-1]}", f"b/{stages[-1]}")))
+    return jobs
+
+
+def _searcher(name, runtime, slots=2, jobs=None):
     attach(name, runtime)
-    sections = [[("a", ["search", "final", "skipped"]), ("b", ["search", "final", "skipped"])], [("all", ["robust"])]]
-    return SweepSearcher(name, sections, slots)
+    return SweepSearcher(name, jobs or _chains("search", "final", "skipped"), slots)
 
 
 def _drain(searcher, counter, live):
@@ -59,13 +82,64 @@ def test_grid_configs_are_every_combination_with_the_fixed_values():
     assert configs == [{"k": 3, "candidate": c, "seed": s} for c in "xy" for s in (0, 1)]
 
 
-def test_pick_asks_the_job_with_fewest_live_trials_first_and_skips_jobs_with_nothing_to_hand_out():
+def test_pick_asks_the_job_with_fewest_live_then_fewest_handed_trials_first_and_skips_jobs_with_nothing_to_hand_out():
     def job(name, left):
-        return Job(name, ["s"], phase=Phase(key=name, job=name, stage="s", meta={}, planned=left, left=left, configs=[]))
+        return Job(name, name, "s", phase=Phase(key=name, scope=name, stage="s", meta={}, planned=left, left=left,
+                                               configs=[]))
 
     jobs = [job("a", 3), job("b", 3), job("c", 0)]
     assert [j.name for j in pick(jobs, {"a": 1, "b": 0, "c": 0})] == ["b", "a"]
     assert [j.name for j in pick(jobs, {"a": 1, "b": 1})] == ["a", "b"]
+    jobs[0].handed = 2
+    assert [j.name for j in pick(jobs, {"a": 1, "b": 1})] == ["b", "a"], "a tie goes to the job handed fewer"
+    assert [j.name for j in pick(jobs, {"a": 0, "b": 1})] == ["a", "b"], "live trials count before handed ones"
+    jobs[1].rank = 1
+    assert [j.name for j in pick(jobs, {"a": 0, "b": 1})] == ["b", "a"], "a job others wait on goes first"
+
+
+def test_ranks_count_every_job_waiting_directly_or_not_and_refuse_unknown_jobs_and_cycles():
+    assert ranks(_chains("search", "final")) == {"a/search": 2, "a/final": 1, "b/search": 2, "b/final": 1,
+                                                 "all/robust": 0}
+    with pytest.raises(ValueError, match="'x' waits on 'nowhere'"):
+        ranks([Job("x", "a", "s", ("nowhere",))])
+    with pytest.raises(ValueError, match="cycle: x -> y -> x"):
+        ranks([Job("x", "a", "s", ("y",)), Job("y", "a", "s", ("x",))])
+
+
+def test_the_sweeps_stages_wait_on_what_they_read_or_reuse_and_through_stages_left_out():
+    jobs = {j.name: set(j.after) for j in stage_jobs(STAGES, list(STAGES), ["a", "b"])}
+    assert jobs == {
+        "a/search": set(), "b/search": set(), "a/baseline": set(), "b/baseline": set(),
+        "a/final": {"a/search"}, "b/final": {"b/search"},
+        "a/comparison": {"a/baseline"}, "b/comparison": {"b/baseline"},
+        "all/robust": {"a/baseline", "b/baseline"},
+        "a/transfer": {"a/final", "a/comparison", "all/robust", "a/search", "b/search"},
+        "b/transfer": {"b/final", "b/comparison", "all/robust", "a/search", "b/search"},
+    }
+    without = [s for s in STAGES if s.name not in ("robust", "comparison")]
+    jobs = {j.name: set(j.after) for j in stage_jobs(STAGES, without, ["a", "b"])}
+    assert jobs["a/transfer"] == {"a/final", "a/baseline", "b/baseline", "a/search", "b/search"}
+
+
+def test_a_job_that_waits_on_nothing_fills_the_slots_a_stages_stragglers_leave():
+    runtime = Runtime({"search": 2, "final": 1, "comparison": 3, "robust": 1})
+    jobs = [Job("a/search", "a", "search"), Job("a/final", "a", "final", ("a/search",)),
+            Job("a/comparison", "a", "comparison"), Job("all/robust", "all", "robust", ("a/final",))]
+    searcher = _searcher("fill", runtime, slots=2, jobs=jobs)
+    counter, live = [0], []
+    try:
+        handed, _ = _drain(searcher, counter, live)
+        assert [c[PHASE] for _, c in handed] == ["a:search", "a:search"], "what others wait on goes first"
+        searcher.on_trial_complete("t0", {})
+        live.remove("t0")
+        handed, _ = _drain(searcher, counter, live)
+        assert [c[PHASE] for _, c in handed] == ["a:comparison"], "the search's straggler leaves its slot"
+        searcher.on_trial_complete("t1", {})
+        live.remove("t1")
+        handed, _ = _drain(searcher, counter, live)
+        assert [c[PHASE] for _, c in handed] == ["a:final"], "the final, waited on, before the comparison"
+    finally:
+        detach("fill")
 
 
 def test_stages_run_in_order_per_job_and_sections_one_after_another():
@@ -84,7 +158,7 @@ def test_stages_run_in_order_per_job_and_sections_one_after_another():
             searcher.on_trial_complete(tid, {})
             live.remove(tid)
         handed, _ = _drain(searcher, counter, live)
-        assert [c[PHASE] for _, c in handed] == ["a:search", "b:search"]
+        assert [c[PHASE] for _, c in handed] == ["b:search", "a:search"], "the job behind goes first"
         for tid in list(live):
             searcher.on_trial_complete(tid, {})
             live.remove(tid)

@@ -2,17 +2,18 @@
 
 Tune keeps a finished trial's actor only for a next trial of the same run: a Tuner per stage and
 dataset started a new process for each (seconds of start-up, imports and first set-up, each time).
-Here one Tune run hands out the trials of every stage of every dataset: `SweepSearcher` holds,
-per job (a dataset's chain of stages, or a joint stage), the phase it is in (one stage on that
-job, with its own Optuna searcher or list of grid trials), and `PhaseScheduler` gives a searched
-phase its own ASHA. A job's next stage is planned once every trial of its current one has
-ended; the next section of jobs (the stages that need every dataset) once every job of this one
-has. What a phase is, how it is planned and what happens at its ends belongs to the caller, a
-`Runtime` found by the Tune run's name (nothing of it is pickled with the run's state).
+Here one Tune run hands out the trials of every stage of every dataset: `SweepSearcher` holds one
+job per stage and scope (a dataset, or the joint scope of a stage over all of them). A job waits
+for the jobs it needs (what its plan reads, or a run it may reuse) to end, then runs its phase:
+its own Optuna searcher or list of grid trials, and for a searched phase its own ASHA
+(`PhaseScheduler`). Jobs that do not wait on each other run side by side, so one stage's
+stragglers leave their slots to another's trials. What a phase is, how it is planned and what
+happens at its ends belongs to the caller, a `Runtime` found by the Tune run's name (nothing of
+it is pickled with the run's state).
 
-The searcher's state (the section, each job's phase, the Optuna searchers, the grid trials not
-yet handed out, which Tune trial belongs to which phase) is plain data that Tune saves with the
-run, so a restored run continues every phase where its last saved state was.
+The searcher's state (each job's phase, the Optuna searchers, the grid trials not yet handed out,
+which Tune trial belongs to which phase) is plain data that Tune saves with the run, so a restored
+run continues every phase where its last saved state was.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Phase:
     """One stage on one job: what it hands out and which of its trials are still live."""
 
     key: str
-    job: str
+    scope: str
     stage: str
     meta: dict  # every trial's "sweep" entry
     planned: int  # trials the stage will have run (shown), including any run before a crash
@@ -67,22 +68,27 @@ class Phase:
 
 @dataclass
 class Job:
-    """A chain of stages run one after another (one dataset's, or one joint stage)."""
+    """One stage on one scope: it waits until every job named in `after` has ended, then runs its
+    phase (or none, when the plan finds nothing to run)."""
 
     name: str
-    stages: list[str]
-    at: int = 0  # index of the stage it is in (or will plan next)
+    scope: str  # what the runtime plans the stage on: a dataset, or a joint stage's scope
+    stage: str
+    after: tuple[str, ...] = ()
+    rank: int = 0  # how many jobs wait on it, directly or not (set by the searcher)
+    planned: bool = False
     phase: Phase | None = None
+    handed: int = 0  # trials it has handed out
 
-    def exhausted(self) -> bool:
-        return self.phase is None and self.at >= len(self.stages)
+    def ended(self) -> bool:
+        return self.planned and self.phase is None
 
 
 class Runtime(Protocol):
     """What the caller supplies: how a stage is planned on a job, and what happens at a phase's ends."""
 
-    def plan(self, job: str, stage: str) -> Phase | None:
-        """The stage's phase on the job, or None when it has nothing to run (the runtime says why)."""
+    def plan(self, scope: str, stage: str) -> Phase | None:
+        """The stage's phase on the scope, or None when it has nothing to run (the runtime says why)."""
 
     def begin(self, phase: Phase) -> None:
         """A phase starts, or is seen for the first time in this driver (after a restore)."""
@@ -114,26 +120,51 @@ def grid_configs(param_space: dict) -> list[dict]:
 
 
 def pick(jobs: Sequence[Job], live: dict[str, int]) -> list[Job]:
-    """The jobs that may hand out a trial, in the order to ask them: the fewest live trials first
-    (an even share of the slots while several have work; a job with none to hand out leaves its
-    share to the others), then in the sweep's order."""
+    """The jobs that may hand out a trial, in the order to ask them: the most waited on first (what
+    other stages need is done first, and what nothing needs fills the slots at the others' ends);
+    then the fewest live trials (an even share of the slots while several have work), then the
+    fewest handed out so far (with fewer slots than jobs, the jobs take turns), then the sweep's order."""
     ready = [j for j in jobs if j.phase is not None and j.phase.left > 0]
     order = {j.name: i for i, j in enumerate(jobs)}
-    return sorted(ready, key=lambda j: (live.get(j.name, 0), order[j.name]))
+    return sorted(ready, key=lambda j: (-j.rank, live.get(j.name, 0), j.handed, order[j.name]))
+
+
+def ranks(jobs: Sequence[Job]) -> dict[str, int]:
+    """How many jobs wait on each job, directly or through others; a ValueError names a job that
+    waits on one that does not exist, or on itself (a cycle)."""
+    names = {j.name for j in jobs}
+    for job in jobs:
+        for a in job.after:
+            if a not in names:
+                raise ValueError(f"job {job.name!r} waits on {a!r}, which is not a job of the run")
+    waiters: dict[str, set[str]] = {j.name: set() for j in jobs}
+    by_name = {j.name: j for j in jobs}
+
+    def upstream(name: str, path: tuple[str, ...]) -> set[str]:
+        if name in path:
+            raise ValueError(f"jobs wait on each other in a cycle: {' -> '.join((*path, name))}")
+        out = set(by_name[name].after)
+        for a in by_name[name].after:
+            out |= upstream(a, (*path, name))
+        return out
+
+    for job in jobs:
+        for a in upstream(job.name, ()):
+            waiters[a].add(job.name)
+    return {name: len(w) for name, w in waiters.items()}
 
 
 class SweepSearcher(Searcher):
-    """Hands out the trials of every phase of a sweep, at most `slots` live at once.
+    """Hands out the trials of every job's phase, at most `slots` live at once."""
 
-    `sections` are lists of jobs (name, stage names) run one section after another."""
-
-    def __init__(self, run: str, sections: Sequence[Sequence[tuple[str, Sequence[str]]]], slots: int):
+    def __init__(self, run: str, jobs: Sequence[Job], slots: int):
         super().__init__()
         self.run = run
-        self.sections = [[(name, list(stages)) for name, stages in section] for section in sections]
+        self.jobs = list(jobs)
+        rank = ranks(self.jobs)
+        for job in self.jobs:
+            job.rank = rank[job.name]
         self.slots = slots
-        self.section = -1
-        self.jobs: list[Job] = []
         self.owner: dict[str, tuple[str, str]] = {}  # Tune trial id -> (job, phase key)
         self.done = False
         self._seen: set[str] = set()
@@ -154,6 +185,7 @@ class SweepSearcher(Searcher):
             config = job.phase.next_config(trial_id)
             if config is not None:
                 self.owner[trial_id] = (job.name, job.phase.key)
+                job.handed += 1
                 return config
         return None
 
@@ -199,25 +231,23 @@ class SweepSearcher(Searcher):
                 runtime.begin(job.phase)
 
     def _advance(self, runtime: Runtime) -> None:
-        """Close the phases whose trials have all ended and plan what comes next."""
-        while not self.done:
+        """Close the phases whose trials have all ended and plan the jobs no longer waiting."""
+        if self.done:
+            return
+        changed = True
+        while changed:
+            changed = False
+            ended = {j.name for j in self.jobs if j.ended()}
             for job in self.jobs:
                 if job.phase is not None and job.phase.over():
                     runtime.end(job.phase)
-                    job.phase, job.at = None, job.at + 1
-                while job.phase is None and job.at < len(job.stages):
-                    job.phase = runtime.plan(job.name, job.stages[job.at])
-                    if job.phase is None:
-                        job.at += 1
-            self._announce(runtime)
-            if not all(j.exhausted() for j in self.jobs):
-                return
-            self.section += 1
-            if self.section >= len(self.sections):
-                self.done = True
-                runtime.all_ended()
-                return
-            self.jobs = [Job(name, list(stages)) for name, stages in self.sections[self.section]]
+                    job.phase, changed = None, True
+                elif not job.planned and all(a in ended for a in job.after):
+                    job.phase, job.planned, changed = runtime.plan(job.scope, job.stage), True, True
+        self._announce(runtime)
+        if all(j.ended() for j in self.jobs):
+            self.done = True
+            runtime.all_ended()
 
 
 class PhaseScheduler(FIFOScheduler):

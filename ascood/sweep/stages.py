@@ -1,11 +1,11 @@
 """The stages of a sweep, as data, and the one Tune run that runs them all.
 
-A stage is a name, whether the sweep file asks for it, and a plan: how many trials, what its
-trials' configs hold besides the trial meta (the chosen candidates), and for a searched stage the
-Optuna searcher and ASHA's settings. `run_stages` makes every stage on every dataset a phase of
-one Tune run (`ascood.sweep.phases`), or restores that run after a crash; `StageRuntime` plans a
-phase when its job reaches it and closes it when its trials have ended. Adding a stage is adding
-one `Stage`.
+A stage is a name, whether the sweep file asks for it, the stages it needs, and a plan: how many
+trials, what its trials' configs hold besides the trial meta (the chosen candidates), and for a
+searched stage the Optuna searcher and ASHA's settings. `run_stages` makes every stage on every
+dataset a job of one Tune run (`ascood.sweep.phases`), or restores that run after a crash;
+`StageRuntime` plans a job's phase once the stages it needs have ended, and closes it when its
+trials have. Adding a stage is adding one `Stage`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ascood.results import SETTING_COLUMNS, read_results, read_rows, run_id_for,
 from ascood.sweep import shared_output, timeline
 from ascood.sweep.parallel import STOP, Interrupt, side_by_side
 from ascood.sweep.paths import SweepPaths, results_dir
-from ascood.sweep.phases import Phase, PhaseScheduler, SweepSearcher, attach, detach, grid_configs
+from ascood.sweep.phases import Job, Phase, PhaseScheduler, SweepSearcher, attach, detach, grid_configs
 from ascood.sweep.progress import ProgressCallback, SweepProgress
 from ascood.sweep.results_status import ResultsStatusCallback
 from ascood.sweep.searcher import make_searcher
@@ -75,12 +75,16 @@ class Plan:
 @dataclass(frozen=True)
 class Stage:
     """`plan` returns a Plan, or a string saying why the stage has nothing to run on the dataset.
-    An `after_all` stage runs once every dataset has been through the stages before it."""
+    The stage starts on a dataset once the stages in `needs` have ended on it (a joint one: once it
+    has ended) and those in `needs_all` on every dataset: what its plan reads, and the runs it may
+    reuse rather than train twice at the same time. A stage the sweep file leaves out passes on
+    what it needs."""
 
     name: str
     enabled: Callable[[SweepSpec], bool]
     plan: Callable[[StageContext, DatasetSpec, TrialMeta], Plan | str]
-    after_all: bool = False
+    needs: tuple[str, ...] = ()
+    needs_all: tuple[str, ...] = ()
     joint: bool = False  # one run for the whole sweep (its trials span every dataset), not one per dataset
 
 
@@ -276,31 +280,57 @@ def _transfer_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> 
                 param_space={"candidate": tune.grid_search(candidates), "seed": tune.grid_search(seeds)})
 
 
+# The baseline's CE run is the comparison's CE with the same seed (reused); the robust trials'
+# gains are over the baseline; transfer reads every search and the robust ranking, and may reuse
+# a final, comparison or robust run (same setting, dataset and seed).
 SEARCH = Stage("search", enabled=lambda spec: True, plan=_search_plan)
-FINAL = Stage("final", enabled=lambda spec: spec.final is not None, plan=_final_plan)
-COMPARISON = Stage("comparison", enabled=lambda spec: bool(spec.baselines), plan=_comparison_plan)
+FINAL = Stage("final", enabled=lambda spec: spec.final is not None, plan=_final_plan, needs=("search",))
 BASELINE = Stage("baseline", enabled=lambda spec: spec.robust is not None, plan=_baseline_plan)
-ROBUST = Stage("robust", enabled=lambda spec: spec.robust is not None, plan=_robust_plan, after_all=True, joint=True)
-TRANSFER = Stage("transfer", enabled=lambda spec: spec.transfer is not None, plan=_transfer_plan, after_all=True)
-STAGES = (SEARCH, FINAL, COMPARISON, BASELINE, ROBUST, TRANSFER)
+COMPARISON = Stage("comparison", enabled=lambda spec: bool(spec.baselines), plan=_comparison_plan,
+                   needs=("baseline",))
+ROBUST = Stage("robust", enabled=lambda spec: spec.robust is not None, plan=_robust_plan, needs_all=("baseline",),
+               joint=True)
+TRANSFER = Stage("transfer", enabled=lambda spec: spec.transfer is not None, plan=_transfer_plan,
+                 needs=("final", "comparison", "robust"), needs_all=("search",))
+STAGES = (SEARCH, FINAL, BASELINE, COMPARISON, ROBUST, TRANSFER)
 
 
 SWEEP_RUN = "sweep"  # the Tune run of every stage: `OUT/ray/sweep`
 
 
 def run_stages(ctx: StageContext, stages: tuple[Stage, ...] = STAGES) -> None:
-    """Every dataset's stages in order, the datasets side by side; then the `after_all` stages on
-    every dataset, side by side again (a joint stage once, over all of them). All of it is one
-    Tune run (`ascood.sweep.phases`): its trial processes serve every stage."""
+    """Every stage on every dataset (a joint stage once, over all of them), each as soon as what
+    it needs has ended, all in one Tune run (`ascood.sweep.phases`): its trial processes serve
+    every stage."""
     STOP.clear()
     wanted = [s for s in stages if s.enabled(ctx.spec)]
-    names = [d.benchmark for d in ctx.spec.datasets]
-    sections = [[(n, [s.name for s in wanted if not s.after_all]) for n in names]]
-    for stage in (s for s in wanted if s.after_all):
-        sections.append([(JOINT_SCOPE, [stage.name])] if stage.joint else [(n, [stage.name]) for n in names])
-    run_phases(ctx, SWEEP_RUN, sections, {s.name: s for s in wanted})
+    run_phases(ctx, SWEEP_RUN, stage_jobs(stages, wanted, [d.benchmark for d in ctx.spec.datasets]),
+               {s.name: s for s in wanted})
     if TRANSFER in wanted and ctx.spec.transfer.max_seeds is not None:
         race(ctx)
+
+
+def stage_jobs(stages: tuple[Stage, ...], wanted: list[Stage], datasets: list[str]) -> list[Job]:
+    """One job per wanted stage and dataset (a joint stage: one), waiting on the jobs of the stages
+    it needs; a stage not wanted is waited through (its own needs stand in for it)."""
+    by_name = {s.name: s for s in stages}
+    on = {s.name for s in wanted}
+
+    def name(stage: str, scope: str) -> str:
+        return f"{scope}/{stage}"
+
+    def waits(stage: Stage, scope: str) -> set[str]:
+        out: set[str] = set()
+        for needed, every in [(n, False) for n in stage.needs] + [(n, True) for n in stage.needs_all]:
+            other = by_name[needed]
+            every = every or stage.joint
+            scopes = [JOINT_SCOPE] if other.joint else datasets if every else [scope]
+            for s in scopes:
+                out |= {name(needed, s)} if needed in on else waits(other, s)
+        return out
+
+    return [Job(name(s.name, scope), scope, s.name, tuple(sorted(waits(s, scope))))
+            for s in wanted for scope in ([JOINT_SCOPE] if s.joint else datasets)]
 
 
 def race(ctx: StageContext) -> None:
@@ -327,8 +357,8 @@ def race(ctx: StageContext) -> None:
         seed = max(seeds) + 1
         plan = Plan(trials=len(racers), param_space={"candidate": tune.grid_search(racers), "seed": seed},
                     tag=f"seed{seed}")
-        stage = Stage(TRANSFER.name, enabled=TRANSFER.enabled, plan=lambda ctx, d, m, plan=plan: plan, after_all=True)
-        run_phases(ctx, f"{TRANSFER.name}-{plan.tag}", [[(d.benchmark, [stage.name]) for d in spec.datasets]],
+        stage = Stage(TRANSFER.name, enabled=TRANSFER.enabled, plan=lambda ctx, d, m, plan=plan: plan)
+        run_phases(ctx, f"{TRANSFER.name}-{plan.tag}", [Job(d.benchmark, d.benchmark, stage.name) for d in spec.datasets],
                    {stage.name: stage})
         seeds.append(seed)
 
@@ -345,12 +375,12 @@ class StageRuntime:
     stages: dict[str, Stage]
     finished: bool = False
 
-    def _dataset(self, job: str) -> DatasetSpec:
+    def _dataset(self, scope: str) -> DatasetSpec:
         datasets = self.ctx.spec.datasets
-        return next((d for d in datasets if d.benchmark == job), datasets[0])  # a joint job: any
+        return next((d for d in datasets if d.benchmark == scope), datasets[0])  # a joint stage: any
 
-    def plan(self, job: str, stage_name: str) -> Phase | None:
-        ctx, stage, dataset = self.ctx, self.stages[stage_name], self._dataset(job)
+    def plan(self, scope: str, stage_name: str) -> Phase | None:
+        ctx, stage, dataset = self.ctx, self.stages[stage_name], self._dataset(scope)
         meta = trial_meta(ctx, dataset, stage.name)
         if stage.joint:
             meta = joint_meta(ctx, meta)
@@ -362,10 +392,10 @@ class StageRuntime:
         key = f"{'all datasets' if stage.joint else where} · {stage.name}" + (f" {plan.tag}" if plan.tag else "")
         if plan.search is not None:
             searcher, asha = plan.search()
-            return Phase(key=key, job=job, stage=stage.name, meta=meta.as_dict(), planned=plan.trials,
+            return Phase(key=key, scope=scope, stage=stage.name, meta=meta.as_dict(), planned=plan.trials,
                          left=plan.num_samples, searcher=searcher, asha=asha)
         configs = grid_configs(plan.param_space)
-        return Phase(key=key, job=job, stage=stage.name, meta=meta.as_dict(), planned=plan.trials,
+        return Phase(key=key, scope=scope, stage=stage.name, meta=meta.as_dict(), planned=plan.trials,
                      left=len(configs), configs=configs)
 
     def begin(self, phase: Phase) -> None:
@@ -376,29 +406,28 @@ class StageRuntime:
     def end(self, phase: Phase) -> None:
         timeline.record("stage_end", stage=phase.key)
         stage = self.stages[phase.stage]
-        for d in self.ctx.spec.datasets if stage.joint else [self._dataset(phase.job)]:
+        for d in self.ctx.spec.datasets if stage.joint else [self._dataset(phase.scope)]:
             close_leftovers(self.ctx, stage, d)
 
     def all_ended(self) -> None:
         self.finished = True
 
 
-def run_phases(ctx: StageContext, name: str, sections: list, stages: dict[str, Stage]) -> None:
-    """One Tune run over `sections` (lists of jobs: (name, stage names)), or, after a crash, its
-    restore; blocks until every phase has ended. The run is driven from a thread of its own (Tune
-    takes Ctrl-C for itself only in the main thread)."""
+def run_phases(ctx: StageContext, name: str, jobs: list[Job], stages: dict[str, Stage]) -> None:
+    """One Tune run over `jobs`, or, after a crash, its restore; blocks until every job has ended.
+    The run is driven from a thread of its own (Tune takes Ctrl-C for itself only in the main thread)."""
     runtime = StageRuntime(ctx, stages)
     path = storage.join(ctx.paths.ray, name)
     attach(name, runtime)
     try:
-        side_by_side([lambda: _fit(ctx, name, path, sections)], [name])
+        side_by_side([lambda: _fit(ctx, name, path, jobs)], [name])
     finally:
         detach(name)
     if not runtime.finished:  # e.g. Tune started a run it failed to restore over with one sample
         raise RuntimeError(f"{path}: the Tune run ended before every stage had; run the sweep again with --resume")
 
 
-def _fit(ctx: StageContext, name: str, path: str, sections: list) -> None:
+def _fit(ctx: StageContext, name: str, path: str, jobs: list[Job]) -> None:
     if restorable(path):
         tuner = tune.Tuner.restore(path, trainable=ctx.trainable, resume_unfinished=True, resume_errored=False)
     else:
@@ -407,7 +436,7 @@ def _fit(ctx: StageContext, name: str, path: str, sections: list) -> None:
             callbacks.append(shared_output.StudySync(ctx.paths.study))
         tuner = tune.Tuner(
             ctx.trainable,
-            tune_config=tune.TuneConfig(search_alg=SweepSearcher(name, sections, ctx.max_concurrent),
+            tune_config=tune.TuneConfig(search_alg=SweepSearcher(name, jobs, ctx.max_concurrent),
                                         scheduler=PhaseScheduler(), num_samples=-1, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=name, storage_path=ctx.paths.ray, callbacks=callbacks, verbose=0,
