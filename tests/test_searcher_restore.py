@@ -3,6 +3,7 @@ handed out after that snapshot must come back as itself, and no setting may be p
 
 import optuna
 import pytest
+from ray.tune.search import Searcher
 
 from ascood.sweep.paths import OPTUNA_TRIAL
 from ascood.sweep.searcher import make_searcher
@@ -43,3 +44,29 @@ def test_an_orphaned_optuna_trial_is_handed_out_again_and_nothing_is_proposed_tw
     assert len(set(settings)) == 3, "a restored sampler proposes no setting it has handed out already"
     study = optuna.load_study(study_name="s", storage=storage)
     assert len(study.trials) == 3
+
+
+def test_a_trial_asked_and_ended_after_the_snapshot_counts_against_the_budget(tmp_path):
+    """How an 11th trial appeared for `num_samples: 10`: Optuna asked for a trial after Tune's last
+    save, the trial ended (told) before the kill, and the restored searcher, whose state said one
+    more trial was to come, asked Optuna for another. The count is the study's."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
+
+    def searcher():
+        return make_searcher(space=SPACE, algorithm=Algorithm(seed=0), metric="objective", mode="max",
+                             storage=storage, study_name="s", budget=3)
+
+    first = searcher()
+    first.suggest("tune-a")
+    snapshot = tmp_path / "searcher.pkl"
+    first.save(str(snapshot))
+    b = first.suggest("tune-b")  # asked after the snapshot, and ended before the kill
+    first.on_trial_complete("tune-b", {"objective": 0.7, "epoch": 1, "epochs": 1, "training_iteration": 1})
+
+    restored = searcher()
+    restored.restore(str(snapshot))
+    c = restored.suggest("tune-c")
+    assert c[OPTUNA_TRIAL] == b[OPTUNA_TRIAL] + 1, "the ended trial is not handed out again, and counts"
+    assert restored.suggest("tune-d") == Searcher.FINISHED, "three trials for a budget of three"
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 3

@@ -24,8 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+
+from ascood.sweep.record import Recorded
 
 PHASE = "phase"  # in a trial's config: the key of the phase it belongs to
 ASHA = "asha"  # in a searched phase's trial config: that phase's ASHA settings (or absent)
@@ -54,7 +57,10 @@ class Phase:
             return None
         if self.searcher is not None:
             config = self.searcher.suggest(trial_id)
-            if config is None or config == Searcher.FINISHED:
+            if config == Searcher.FINISHED:  # its study holds every trial it may (a restore's `left` can be stale)
+                self.left = 0
+                return None
+            if config is None:
                 return None
         else:
             config = self.configs.pop(0)
@@ -98,6 +104,9 @@ class Runtime(Protocol):
 
     def all_ended(self) -> None:
         """Every phase of every section has ended: the run is complete."""
+
+    def record(self, config: dict) -> Recorded | None:
+        """How a trial handed out with `config` ended, as its own record says (None: not ended)."""
 
 
 _RUNTIMES: dict[str, Runtime] = {}
@@ -166,6 +175,8 @@ class SweepSearcher(Searcher):
             job.rank = rank[job.name]
         self.slots = slots
         self.owner: dict[str, tuple[str, str]] = {}  # Tune trial id -> (job, phase key)
+        self.configs: dict[str, dict] = {}  # Tune trial id -> its config, until its searcher is told its end
+        self.untold: list[tuple[str, dict | None, bool]] = []  # ended, not yet told to the phase's searcher
         self.done = False
         self._seen: set[str] = set()
 
@@ -175,6 +186,7 @@ class SweepSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict | None:
         runtime = _RUNTIMES[self.run]
+        self._tell(runtime)
         self._advance(runtime)
         if self.done:
             return Searcher.FINISHED
@@ -185,6 +197,8 @@ class SweepSearcher(Searcher):
             config = job.phase.next_config(trial_id)
             if config is not None:
                 self.owner[trial_id] = (job.name, job.phase.key)
+                if job.phase.searcher is not None:
+                    self.configs[trial_id] = config
                 job.handed += 1
                 return config
         return None
@@ -195,22 +209,44 @@ class SweepSearcher(Searcher):
             phase.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Tells the phase's searcher; the phase itself is closed at the next `suggest`, once Tune
-        has also told the run's callbacks (which write what only the driver knows)."""
+        """The trial's end is told to its phase's searcher later (`_tell`, at the next `suggest` or
+        save), once Tune has also run the run's callbacks, which write the trial's record: so
+        Optuna never holds an end the trial's file does not. The phase itself is closed at the
+        next `suggest` too."""
         phase = self._phase_of(trial_id)
         if phase is None:
             return
         if phase.searcher is not None:
-            phase.searcher.on_trial_complete(trial_id, result=result, error=error)
+            self.untold.append((trial_id, result, error))
         phase.live.discard(trial_id)
 
+    def _tell(self, runtime: Runtime | None) -> None:
+        """Tell each ended trial's searcher how it ended: as its record says when it has one (the
+        record is the truth; Tune's view of a trial replayed after a crash is the replay), else as
+        Tune saw it."""
+        while self.untold:
+            trial_id, result, error = self.untold[0]
+            phase = self._phase_of(trial_id)
+            config = self.configs.get(trial_id)
+            recorded = runtime.record(config) if runtime is not None and config is not None else None
+            if recorded is not None:
+                result = {**recorded.result, TRAINING_ITERATION: recorded.result.get("epoch", 0)}
+                error = recorded.status == "failed"
+            if phase is not None and phase.searcher is not None:
+                phase.searcher.on_trial_complete(trial_id, result=result, error=error)
+            self.untold.pop(0)
+            self.configs.pop(trial_id, None)
+
     def save(self, checkpoint_path: str) -> None:
+        self._tell(_RUNTIMES.get(self.run))  # a saved state holds no end Optuna was not told
         with open(checkpoint_path, "wb") as f:
             pickle.dump({k: v for k, v in self.__dict__.items() if k != "_seen"}, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+            state = pickle.load(f)
+        self.configs, self.untold = {}, []  # (a state saved before these were kept)
+        self.__dict__.update(state)
         self._seen = set()
         runtime = _RUNTIMES.get(self.run)
         if runtime is not None:

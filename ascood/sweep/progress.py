@@ -20,6 +20,7 @@ from rich.table import Table
 from ascood.sweep import timeline
 from ascood.sweep.outcome import trial_outcome
 from ascood.sweep.phases import PHASE
+from ascood.sweep.record import REPLAYED
 
 
 @dataclass
@@ -63,9 +64,10 @@ class SweepProgress:
             self._live.update(self._table())
             self._live.__exit__(*exc)
 
-    def begin(self, key: str, planned: int, mode: str) -> None:
+    def begin(self, key: str, planned: int, mode: str, done: int = 0) -> None:
+        """A stage starts, or is seen again after a resume with `done` of its trials ended before."""
         with self._lock:
-            self.stages.setdefault(key, StageState(planned, mode))
+            self.stages.setdefault(key, StageState(planned, mode, done=done))
             self.refresh()
 
     def event(self, key: str, trial_id: str, kind: str, result: dict | None = None) -> None:
@@ -93,7 +95,8 @@ class SweepProgress:
                 st.offer(result.get("objective"))
             if self._live is None:
                 best = "-" if st.best is None else f"{st.best:.2f}"
-                self.console.print(f"{escape(key)}: trial {trial_id} {kind}; {st.done}/{st.planned} done, best {best}")
+                how = " (as recorded before the crash)" if result and result.get(REPLAYED) else ""
+                self.console.print(f"{escape(key)}: trial {trial_id} {kind}{how}; {st.done}/{st.planned} done, best {best}")
         self.refresh()
 
     def refresh(self) -> None:

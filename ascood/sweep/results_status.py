@@ -1,5 +1,8 @@
 """What only the driver knows about a trial (stopped early by the scheduler, errored after every
-retry), written into the trial's own Parquet file so the results never say `running` for it."""
+retry), written into the trial's own Parquet file so the results never say `running` for it.
+
+The file is the trial's record (`ascood.sweep.record`): a terminal status already in it is never
+overwritten, and Optuna is told only once this callback has run (`SweepSearcher`)."""
 
 from __future__ import annotations
 
@@ -9,17 +12,19 @@ from pathlib import Path
 from ray.tune import Callback
 
 from ascood import storage
-from ascood.config import validate_config
+from ascood.config import TrainConfig, validate_config
 from ascood.data import get_spec
-from ascood.results import RunLabels, read_rows, run_id_for, status_row, with_status, write_results
+from ascood.results import RunLabels, finished, read_rows, run_id_for, status_row, with_status, write_results
 from ascood.sweep.outcome import Outcome, trial_outcome
 from ascood.sweep.paths import results_file, trial_key
-from ascood.sweep.trainable import TrialMeta, trial_values
+from ascood.sweep.record import terminal_rows
+from ascood.sweep.spec import SEARCHABLE, params_to_config
+from ascood.sweep.trainable import TrialMeta, joint_key, trial_values
 
 
 class ResultsStatusCallback(Callback):
     """Marks, in a trial's Parquet file, what only the driver knows: stopped early, or errored.
-    Not a joint trial's: each of its runs is complete or failed on its own."""
+    For a joint trial, the file of the dataset it was on (the first not completed)."""
 
     def __init__(self, out: str):
         self.out = out
@@ -28,9 +33,14 @@ class ResultsStatusCallback(Callback):
         last = trial.last_result or {}
         outcome = trial_outcome(last)
         if outcome == "stopped-early":
-            self.mark(trial, outcome, f"stopped by the scheduler after epoch {last.get('epoch', 0)}")
-        elif outcome == "failed" and not last:  # a reported failure wrote its own rows
+            unit = "datasets" if TrialMeta(**trial.config["sweep"]).joint else "epoch"
+            done = last.get("epoch", 0)
+            where = f"after {done} of {last.get('epochs')} datasets" if unit == "datasets" else f"after epoch {done}"
+            self.mark(trial, outcome, f"stopped by the scheduler {where}")
+        elif outcome == "failed" and not last:
             self.mark(trial, outcome, "the trial ended without reporting a result")
+        elif outcome == "failed" and TrialMeta(**trial.config["sweep"]).joint:  # a dataset trial wrote its own
+            self.mark(trial, outcome, str(last.get("reason") or "the trial failed"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         reason = "trial errored after all retries"
@@ -44,13 +54,39 @@ class ResultsStatusCallback(Callback):
     def mark(self, trial, status: Outcome, reason: str) -> None:
         meta = TrialMeta(**trial.config["sweep"])
         if meta.joint:
-            return
-        cfg = validate_config(trial_values(trial.config, meta))
-        run_id = run_id_for(cfg)
-        path = results_file(self.out, meta.benchmark, trial_key(meta.stage, trial.config, run_id))
-        rows = read_rows(path) if storage.exists(path) else []
-        if not rows:
-            spec = get_spec(cfg.benchmark)
-            labels = RunLabels(meta.sweep, trial.trial_id, meta.stage)
-            rows = [status_row(cfg, cfg.benchmark, spec.setting, spec.embedded, run_id, status, reason, labels)]
-        write_results(path, with_status(rows, status, reason))
+            target = _joint_target(self.out, meta, trial.config)
+            if target is None:
+                return  # every dataset completed: nothing of it was stopped or failed
+            benchmark, values, path = target
+            reason = f"{reason} (joint trial, on {benchmark})"
+        else:
+            values = trial_values(trial.config, meta)
+            key = trial_key(meta.stage, trial.config, run_id_for(validate_config(values)))
+            path = results_file(self.out, meta.benchmark, key)
+        mark_file(path, validate_config(values), RunLabels(meta.sweep, trial.trial_id, meta.stage), status, reason)
+
+
+def _joint_target(out: str, meta: TrialMeta, config: dict) -> tuple[str, dict, str] | None:
+    """(dataset, config values, file) of the dataset a joint trial was on: the first whose run is
+    not completed."""
+    key = joint_key(meta, config)
+    params = {k: config[k] for k in SEARCHABLE if k in config}
+    for part in meta.joint:
+        values = {**part["defaults"], **params_to_config(params), "seed": meta.seed}
+        path = results_file(out, part["benchmark"], key)
+        cfg = validate_config(values)
+        rows = [r for r in read_rows(path) if r["run_id"] == run_id_for(cfg)] if storage.exists(path) else []
+        if not finished(rows, cfg.epochs):
+            return part["benchmark"], values, path
+    return None
+
+
+def mark_file(path: str, cfg: TrainConfig, labels: RunLabels, status: Outcome, reason: str) -> None:
+    """The run's rows (or one status row) marked with its outcome, unless they are terminal already."""
+    rows = read_rows(path) if storage.exists(path) else []
+    if rows and terminal_rows(rows):
+        return  # a terminal record is final (a replayed trial ends here)
+    if not rows:
+        spec = get_spec(cfg.benchmark)
+        rows = [status_row(cfg, cfg.benchmark, spec.setting, spec.embedded, run_id_for(cfg), status, reason, labels)]
+    write_results(path, with_status(rows, status, reason))

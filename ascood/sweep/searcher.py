@@ -6,10 +6,12 @@ from functools import partial
 
 import optuna
 from ray.tune.result import TRAINING_ITERATION
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from ascood.sweep.outcome import GAIN_PREFIX, trial_outcome
 from ascood.sweep.paths import OPTUNA_TRIAL
+from ascood.sweep.record import REPLAYED
 from ascood.sweep.spec import Algorithm, Dimension, Space, integer_dimension
 
 
@@ -77,24 +79,34 @@ def make_sampler(algorithm: Algorithm, space: Space) -> optuna.samplers.BaseSamp
 
 
 class TruthfulOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna what really happened to a trial.
+    """OptunaSearch that tells Optuna what really happened to a trial, and asks it for exactly
+    `budget` trials whatever the crashes.
 
     Ray's integration tells a trial that ASHA stopped early as COMPLETE with its truncated value,
     so TPE learns from half-trained scores as if they were final. Here a trial whose last result
     did not reach its planned epochs is told PRUNED (Optuna then ranks it by its intermediate
     values, below every completed trial, which is what TPE is designed for), and a trial that
-    diverged or crashed is told FAIL (excluded from the model).
+    diverged or crashed is told FAIL (excluded from the model). Intermediate values are keyed by
+    epoch (for a joint trial: datasets done), the step ASHA compares trials at.
     """
 
-    def suggest(self, trial_id: str) -> dict | None:
+    def __init__(self, *args, budget: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.budget = budget
+
+    def suggest(self, trial_id: str) -> dict | str | None:
         """Optuna's next trial, tagged with its number (what names the trial's files). A trial the
         study holds as RUNNING that no Tune trial owns (Tune lost it in a crash after Optuna was
         asked) is handed out again before anything new is asked: it continues from its own
-        checkpoint instead of being trained anew under another number."""
+        checkpoint instead of being trained anew under another number. Nothing new is asked once
+        the study holds `budget` trials: the count is the study's, not the restored searcher's
+        (Tune may restore a state older than trials that were asked, and even ended, before a kill)."""
         if trial_id not in self._ot_trials:
             orphan = self._orphan()
             if orphan is not None:
                 self._ot_trials[trial_id] = optuna.Trial(self._ot_study, orphan._trial_id)
+            elif self.budget is not None and len(self._ot_study.get_trials(deepcopy=False)) >= self.budget:
+                return Searcher.FINISHED
         params = super().suggest(trial_id)
         if params is None:
             return None
@@ -105,17 +117,28 @@ class TruthfulOptunaSearch(OptunaSearch):
         running = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         return next((t for t in sorted(running, key=lambda t: t.number) if t._trial_id not in owned), None)
 
+    def _stored(self, trial_id: str) -> optuna.trial.FrozenTrial | None:
+        ot_trial = self._ot_trials.get(trial_id)
+        return None if ot_trial is None else self._ot_study._storage.get_trial(ot_trial._trial_id)
+
     def _already_told(self, trial_id: str) -> bool:
-        """True when the study already holds this trial's outcome.
+        """True when the study already holds this trial's outcome (or knows no such trial).
 
         After a driver crash, Tune restores searcher state that can be older than the study in
-        SQLite: a trial finished (and told) before the crash may run again after `--resume`.
+        SQLite: a trial finished (and told) before the crash may run again after `--resume`
+        (it replays its record: `ascood.sweep.record`).
         """
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None:
-            return True
-        state = self._ot_study._storage.get_trial(ot_trial._trial_id).state
-        return state.is_finished()
+        stored = self._stored(trial_id)
+        return stored is None or stored.state.is_finished()
+
+    def _report(self, trial_id: str, result: dict) -> None:
+        """The result's objective as the trial's intermediate value at its epoch, once."""
+        value = result.get(self.metric) if isinstance(self.metric, str) else None
+        if value is None:
+            return
+        step = int(result.get("epoch", result.get(TRAINING_ITERATION, 0)))
+        if step not in self._stored(trial_id).intermediate_values:
+            self._ot_trials[trial_id].report(value, step)
 
     def _keep_attrs(self, trial_id: str, result: dict | None) -> None:
         """Per-dataset values a joint trial reports (`gain/<dataset>`) are kept on its Optuna trial."""
@@ -127,12 +150,10 @@ class TruthfulOptunaSearch(OptunaSearch):
                 ot_trial.set_user_attr(k, float(v))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if isinstance(self.metric, str) and result.get(self.metric) is None:
-            return  # a failed trial's last report carries no objective
-        if self._already_told(trial_id):
-            return
+        if result.get(REPLAYED) or self._already_told(trial_id):
+            return  # a replayed record is told once, as the trial's end
         self._keep_attrs(trial_id, result)
-        super().on_trial_result(trial_id, result)
+        self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or self._already_told(trial_id):
@@ -140,16 +161,14 @@ class TruthfulOptunaSearch(OptunaSearch):
             return
         self._keep_attrs(trial_id, result)
         outcome = trial_outcome(result, error=error)
-        failed = outcome == "failed"
         if outcome != "completed":
-            ot_trial = self._ot_trials[trial_id]
-            if not failed and isinstance(self.metric, str) and result.get(self.metric) is not None:
+            if outcome == "stopped-early":
                 # Tune hands the result a trial was stopped at to on_trial_complete only, never to
                 # on_trial_result: record it, or TPE would rank the trial without its last score.
-                ot_trial.report(result[self.metric], result[TRAINING_ITERATION])
-            state = optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.PRUNED
+                self._report(trial_id, result)
+            state = optuna.trial.TrialState.FAIL if outcome == "failed" else optuna.trial.TrialState.PRUNED
             try:
-                self._ot_study.tell(ot_trial, state=state)
+                self._ot_study.tell(self._ot_trials[trial_id], state=state)
             finally:
                 self._completed_trials.add(trial_id)
             return
@@ -158,10 +177,12 @@ class TruthfulOptunaSearch(OptunaSearch):
 
 def make_searcher(
     *, space: Space, algorithm: Algorithm, metric: str | list[str], mode: str | list[str],
-    storage: optuna.storages.BaseStorage, study_name: str,
+    storage: optuna.storages.BaseStorage, study_name: str, budget: int | None = None,
 ) -> TruthfulOptunaSearch:
-    """One Optuna study per dataset, kept in `storage` so optuna-dashboard can open it."""
+    """One Optuna study per dataset, kept in `storage` so optuna-dashboard can open it; `budget`:
+    how many trials the study may ever hold."""
     return TruthfulOptunaSearch(
+        budget=budget,
         space=partial(suggest, dims=space.dimensions()),
         metric=metric,
         mode=mode,

@@ -25,9 +25,10 @@ from ascood.gain import DEFAULT_FLOOR
 from ascood.results import SETTING_COLUMNS, read_results, read_rows, run_id_for, select, with_status, write_results
 from ascood.sweep import shared_output, timeline
 from ascood.sweep.parallel import STOP, Interrupt, side_by_side
-from ascood.sweep.paths import SweepPaths, results_dir
+from ascood.sweep.paths import SweepPaths, results_dir, results_file
 from ascood.sweep.phases import Job, Phase, PhaseScheduler, SweepSearcher, attach, detach, grid_configs
 from ascood.sweep.progress import ProgressCallback, SweepProgress
+from ascood.sweep.record import Recorded, file_record, joint_record
 from ascood.sweep.results_status import ResultsStatusCallback
 from ascood.sweep.searcher import make_searcher
 from ascood.sweep.spec import (
@@ -42,7 +43,7 @@ from ascood.sweep.spec import (
     trial_defaults,
 )
 from ascood.sweep.summary import best_search_trial, ranked_search_trials
-from ascood.sweep.trainable import TrialMeta
+from ascood.sweep.trainable import TrialMeta, trial_record
 from ascood.sweep.tune_state import restorable
 from ascood.verdict import CE, setting_id, transfer_rows, transfer_table, verdict
 
@@ -123,7 +124,7 @@ def _search_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Pl
     def search() -> tuple[Any, dict | None]:
         searcher = make_searcher(
             space=space_for(spec, dataset), algorithm=spec.algorithm, metric=metric, mode=mode,
-            storage=ctx.study_storage, study_name=study_name(spec, dataset),
+            storage=ctx.study_storage, study_name=study_name(spec, dataset), budget=n,
         )
         asha = None
         if spec.scheduler is not None:
@@ -208,7 +209,7 @@ def _robust_plan(ctx: StageContext, dataset: DatasetSpec, meta: TrialMeta) -> Pl
 
     def search() -> tuple[Any, dict | None]:
         searcher = make_searcher(space=robust_space(spec), algorithm=spec.algorithm, metric="objective", mode="max",
-                                 storage=ctx.study_storage, study_name=name)
+                                 storage=ctx.study_storage, study_name=name, budget=n)
         asha = None
         if spec.scheduler is not None and len(spec.datasets) > 1:
             asha = dict(time_attr="epoch", metric="objective", mode="max", max_t=len(spec.datasets),
@@ -400,7 +401,8 @@ class StageRuntime:
 
     def begin(self, phase: Phase) -> None:
         joint = self.stages[phase.stage].joint
-        self.ctx.progress.begin(phase.key, phase.planned, "max" if joint else self.ctx.spec.objective.mode)
+        done = max(0, phase.planned - phase.left - len(phase.live))  # ended before a resume, as far as the run knows
+        self.ctx.progress.begin(phase.key, phase.planned, "max" if joint else self.ctx.spec.objective.mode, done=done)
         timeline.record("stage_start", stage=phase.key, trials=phase.left + len(phase.live))
 
     def end(self, phase: Phase) -> None:
@@ -411,6 +413,9 @@ class StageRuntime:
 
     def all_ended(self) -> None:
         self.finished = True
+
+    def record(self, config: dict) -> Recorded | None:
+        return trial_record(config)
 
 
 def run_phases(ctx: StageContext, name: str, jobs: list[Job], stages: dict[str, Stage]) -> None:
@@ -448,7 +453,8 @@ def _fit(ctx: StageContext, name: str, path: str, jobs: list[Job]) -> None:
 
 def close_leftovers(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> None:
     """Once a stage's trials have all ended, nothing may still claim to be running: a result file
-    or an Optuna trial left `running` by a crash and never continued is closed as failed, with why."""
+    left `running` by a crash and never continued is closed as failed, with why; an Optuna trial
+    left RUNNING is told what its record says, or failed with the same reason when it has none."""
     reason = "interrupted by a crash and not continued: the sweep ended without it"
     prefix = results_dir(ctx.paths.out, dataset.benchmark)
     for path in storage.list_files(prefix, ".parquet") if storage.exists(prefix) else []:
@@ -464,5 +470,32 @@ def close_leftovers(ctx: StageContext, stage: Stage, dataset: DatasetSpec) -> No
         except KeyError:
             return
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            ctx.study_storage.set_trial_user_attr(t._trial_id, "failure", reason)
-            ctx.study_storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            tell_recorded(ctx.study_storage, t, _study_trial_record(ctx, stage, dataset, t.number),
+                          multi=stage is SEARCH and ctx.spec.algorithm.multi_objective, reason=reason)
+
+
+def tell_recorded(study_storage: optuna.storages.BaseStorage, trial: optuna.trial.FrozenTrial, recorded: Recorded | None,
+                  *, multi: bool, reason: str) -> None:
+    """Tell a RUNNING Optuna trial what its record says (none: failed, for `reason`)."""
+    tid, result = trial._trial_id, {} if recorded is None else recorded.result
+    value = result.get("objective")
+    if recorded is None or recorded.status == "failed" or (recorded.status == "completed" and value is None):
+        study_storage.set_trial_user_attr(tid, "failure", recorded.reason if recorded and recorded.reason else reason)
+        study_storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
+        return
+    if value is not None and not multi and int(result["epoch"]) not in trial.intermediate_values:
+        study_storage.set_trial_intermediate_value(tid, int(result["epoch"]), value)
+    if recorded.status == "completed":
+        values = [value, result["val_id_accuracy"]] if multi else [value]
+        study_storage.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, values)
+    else:
+        study_storage.set_trial_state_values(tid, optuna.trial.TrialState.PRUNED)
+
+
+def _study_trial_record(ctx: StageContext, stage: Stage, dataset: DatasetSpec, number: int) -> Recorded | None:
+    """The record of a searched stage's Optuna trial `number`, from its file(s) alone."""
+    key = f"{stage.name}-{number:04d}"
+    objective = ctx.spec.objective
+    if stage is SEARCH:
+        return file_record(results_file(ctx.paths.out, dataset.benchmark, key), objective)
+    return joint_record([(d.benchmark, results_file(ctx.paths.out, d.benchmark, key)) for d in ctx.spec.datasets], objective)

@@ -32,6 +32,7 @@ from ascood.sweep import shared_output
 from ascood.sweep.objective import epoch_metrics, objective_error, objective_value
 from ascood.sweep.outcome import GAIN_PREFIX
 from ascood.sweep.paths import OPTUNA_TRIAL, results_dir, results_file, safe_name, trial_dir, trial_key
+from ascood.sweep.record import Recorded, file_record, joint_record
 from ascood.sweep.spec import SEARCHABLE, Objective, params_to_config
 from ascood.tracking import TrackedRun, TrackingOptions
 from ascood.train import CHECKPOINT, RunFailed
@@ -206,6 +207,10 @@ def sweep_trial(config: dict) -> None:
 
     meta = TrialMeta(**config["sweep"])
     trial_id = ray.tune.get_context().get_trial_id()
+    recorded = trial_record(config)
+    if recorded is not None:  # it ended before a crash: Tune restored it, or Optuna's trial came back
+        report(recorded.result)
+        return
     if meta.joint:
         joint_trial(config, meta, trial_id, report)
         return
@@ -214,12 +219,40 @@ def sweep_trial(config: dict) -> None:
     run_dataset(cfg, meta, trial_id, key, report)
 
 
+def joint_key(meta: TrialMeta, config: dict) -> str:
+    """A joint trial's file name on every dataset: its Optuna trial."""
+    return f"{meta.stage}-{int(config[OPTUNA_TRIAL]):04d}"
+
+
+def record_files(config: dict) -> list[tuple[str, str]]:
+    """(dataset, result file) of a trial from its config: one, or a joint trial's one per dataset
+    in the order it trains them."""
+    meta = TrialMeta(**config["sweep"])
+    if meta.joint:
+        key = joint_key(meta, config)
+        return [(p["benchmark"], results_file(meta.out, p["benchmark"], key)) for p in meta.joint]
+    cfg = validate_config(trial_values(config, meta))
+    return [(meta.benchmark, results_file(meta.out, meta.benchmark, trial_key(meta.stage, config, run_id_for(cfg))))]
+
+
+def trial_record(config: dict) -> Recorded | None:
+    """How the trial ended as its own files say (`ascood.sweep.record`), or None when it has not."""
+    meta = TrialMeta(**config["sweep"])
+    objective = Objective(**meta.objective)
+    files = record_files(config)
+    return joint_record(files, objective) if meta.joint else file_record(files[0][1], objective)
+
+
 def run_dataset(cfg: TrainConfig, meta: TrialMeta, trial_id: str, key: str, report: Report | None) -> None:
     """One run of the sweep on meta's dataset: recorded from an identical completed run of any stage
     when there is one, else trained (or resumed). `report` (None: nothing reported) gets each
     evaluated epoch's metrics, or the stored last epoch's."""
     objective = Objective(**meta.objective)
     tell = report or (lambda metrics: None)
+    recorded = file_record(results_file(meta.out, meta.benchmark, key), objective)
+    if recorded is not None:  # a terminal record is final: replayed, never trained or written again
+        tell(recorded.result)
+        return
     if reuse_run(cfg, meta, trial_id, key, objective, tell):
         return
     if meta.processes == 1:
@@ -263,23 +296,17 @@ def _complete_original(path: str, run_id: str, epochs: int) -> list[dict] | None
 
 def reuse_run(cfg: TrainConfig, meta: TrialMeta, trial_id: str, key: str, objective: Objective, report: Report) -> bool:
     """Record an identical run (same config and seed) that some trial of this sweep completed, with
-    its checkpoint, as this trial's result instead of training it again. True when it did (or had,
-    before a restart)."""
+    its checkpoint, as this trial's result instead of training it again. True when it did. (A trial
+    whose own file is terminal, reused or not, never gets here: `run_dataset` replays it.)"""
     run_id = run_id_for(cfg)
-    own = results_file(meta.out, meta.benchmark, key)
-    rows = [r for r in read_rows(own) if r["run_id"] == run_id] if storage.exists(own) else []
-    if rows and finished(rows, cfg.epochs):
-        if not rows[0]["reused_from"]:
-            return False  # its own completed run: `run_trial` reports it without training
-    else:
-        found = _find_original(meta, run_id, key, cfg.epochs)
-        if found is None:
-            return False
-        source, original = found
-        rows = reused(original, RunLabels(meta.sweep, trial_id, meta.stage), source)
-        if meta.gain_ref is not None:
-            rows = gain_rows(rows, objective=objective, ce=meta.gain_ref, floor=meta.gain_floor)
-        write_results(own, rows)
+    found = _find_original(meta, run_id, key, cfg.epochs)
+    if found is None:
+        return False
+    source, original = found
+    rows = reused(original, RunLabels(meta.sweep, trial_id, meta.stage), source)
+    if meta.gain_ref is not None:
+        rows = gain_rows(rows, objective=objective, ce=meta.gain_ref, floor=meta.gain_floor)
+    write_results(results_file(meta.out, meta.benchmark, key), rows)
     last = max(r["epoch"] for r in rows)
     report({**epoch_metrics([r for r in rows if r["epoch"] == last], objective), "status": "completed"})
     return True
@@ -324,7 +351,7 @@ def joint_trial(config: dict, meta: TrialMeta, trial_id: str, report: Report) ->
     trials at the same count of datasets, where that worst case is an upper bound of the final one."""
     objective = Objective(**meta.objective)
     params = {k: config[k] for k in SEARCHABLE if k in config}
-    key = f"{meta.stage}-{int(config[OPTUNA_TRIAL]):04d}"
+    key = joint_key(meta, config)
     gains: dict[str, float] = {}
     trained = 0.0  # the runs' train+eval seconds so far: when this trial's training began (timeline)
     total = len(meta.joint)
