@@ -387,6 +387,13 @@ def test_robust_stage_reuse_and_verdict_end_to_end(tmp_path):
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert complete and all(t.state.is_finished() for t in study.trials)
+    # ... and every robust trial's files say what Optuna says: one stopped by ASHA after its first
+    # dataset has a `stopped-early` record on the next (what a resume finds instead of training it)
+    for t in study.trials:
+        files_of = [results_file(str(tmp_path / "out"), b, f"robust-{t.number:04d}") for b in ("mnist6", "mnist10")]
+        statuses = [set(pd.read_parquet(f)["status"]) for f in files_of if Path(f).exists()]
+        expected = {"COMPLETE": [{"completed"}] * 2, "PRUNED": [{"completed"}, {"stopped-early"}]}[t.state.name]
+        assert statuses == expected, (t.number, t.state, statuses)
     robust = df[(df["stage"] == "robust") & (df["status"] == "completed")]
     for t in complete:
         gains = {k.split("/", 1)[1]: v for k, v in t.user_attrs.items() if k.startswith("gain/")}
