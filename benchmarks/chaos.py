@@ -1,15 +1,20 @@
-"""Chaos benchmark: a small real sweep SIGKILLed as a whole process tree at K seeded random
-moments, resumed after each kill, then audited.
+"""Chaos benchmark: a small real sweep SIGKILLed as a whole process tree K times, at moments drawn
+over the whole sweep, resumed after each kill, then audited.
 
-    python benchmarks/chaos.py --kills 10 [--seed 0] [--samples 10] [--output DIR]
+    python benchmarks/chaos.py --kills 10 [--seed 0] [--samples 10] [--output DIR] [--record FILE]
 
-Two embedded datasets (cmnist, mnist6), search + final + CE baseline + robust + transfer stages.
-A kill may land during start-up, inside a trial, between stages. After the last kill the sweep is
-resumed to the end and checked: every dataset's search, and the robust study, hold exactly
-`samples` trials in Parquet and in Optuna, each with one terminal status and none RUNNING; no
-result row is duplicated (stage, run, epoch, split, OOD set, scorer) and none says `running`; no
-run (config and seed) was trained to the end by two trials (a later stage records it, `reused_from`); every
-trial file that was complete at a kill is byte-identical at the end.
+Two embedded datasets (cmnist, mnist6), search (TPE + ASHA) + final + CE baseline + robust +
+transfer stages. Each kill is of one kind, drawn in turn from a seeded shuffle: `time` (a random
+moment 0.5–max-wait s into the run: start-up, inside trials), `trial-end` (0–1 s after a trial's
+file turns terminal: while ASHA's stops and trials' ends are written, before Tune saves its state
+again) and `handover` (0–1 s after a stage's phase ends: while the next stages start). After the
+last kill the sweep is resumed to the end and checked: every dataset's search, and the robust
+study, hold exactly `samples` trials in Parquet and in Optuna, each with one terminal status and
+none RUNNING; Parquet's status and Optuna's state agree for every trial; no result row is
+duplicated (stage, run, epoch, split, OOD set, scorer) and none says `running`; no run (config and
+seed) was trained to the end by two trials (a later stage records it, `reused_from`); every trial
+file that was complete at a kill is byte-identical at the end. `--record` appends the audit as one
+JSON line.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from ascood.sweep.paths import safe_name
 
 DATASETS = ("cmnist", "mnist6")
 TERMINAL = {"completed", "stopped-early", "failed"}
+STATE = {"completed": "COMPLETE", "stopped-early": "PRUNED", "failed": "FAIL"}  # Parquet status -> Optuna state
+KINDS = ("time", "trial-end", "handover")
 KEY = ["stage", "run_id", "epoch", "split", "ood_set", "scorer"]
 
 
@@ -44,6 +51,7 @@ KEY = ["stage", "run_id", "epoch", "split", "ood_set", "scorer"]
 class Audit:
     kills: int
     kill_moments_s: list[float]
+    kill_kinds: list[str]
     wall_s: float
     search_trials: dict[str, int]
     study_trials: dict[str, int]
@@ -56,9 +64,10 @@ class Audit:
     robust_trials: int = 0
     retrained_runs: int = 0
     changed_after_complete: list[str] = field(default_factory=list)
+    disagreements: list[str] = field(default_factory=list)  # trials whose Parquet status and Optuna state differ
 
     def ok(self, samples: int) -> bool:
-        return (all(n == samples for n in self.search_trials.values())
+        return (not self.disagreements and all(n == samples for n in self.search_trials.values())
                 and all(n == samples for n in self.study_trials.values()) and self.robust_trials == samples
                 and self.retrained_runs == 0
                 and self.study_running == 0 and self.duplicated_rows == 0 and self.running_rows == 0
@@ -67,6 +76,7 @@ class Audit:
 
 def sweep_file(out: Path, samples: int, datasets: tuple[str, ...] = DATASETS) -> dict:
     return {
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},  # as the quickstart: trials stop early
         "name": "chaos", "output": str(out / "out"),
         "datasets": [{"benchmark": d} for d in datasets],
         "trial": {"epochs": 2, "batch_size": 64, "scorers": ["msp", "energy"], "eval_batch_size": 1024},
@@ -104,6 +114,36 @@ def _complete_files(results: Path) -> dict[str, str]:
     return out
 
 
+def _stage_ends(out: Path) -> int:
+    path = out / "timeline.jsonl"
+    return path.read_text().count('"event": "stage_end"') if path.exists() else 0
+
+
+def _wait_to_kill(proc: subprocess.Popen, kind: str, rng: random.Random, max_wait_s: float, out: Path) -> float | None:
+    """Wait for the kill's moment; the seconds since the run's start then, or None if the run ended first.
+    An event that does not come within 2 × max-wait s is not waited for longer."""
+    t0 = time.perf_counter()
+    if kind == "time":
+        try:
+            proc.wait(timeout=rng.uniform(0.5, max_wait_s))
+            return None
+        except subprocess.TimeoutExpired:
+            return time.perf_counter() - t0
+    results = out / "results"
+    seen, ends = set(_complete_files(results)), _stage_ends(out)
+    while time.perf_counter() - t0 < 2 * max_wait_s:
+        if proc.poll() is not None:
+            return None
+        if (kind == "trial-end" and set(_complete_files(results)) - seen) or (kind == "handover" and _stage_ends(out) > ends):
+            break
+        time.sleep(0.1)
+    try:
+        proc.wait(timeout=rng.uniform(0.0, 1.0))
+        return None
+    except subprocess.TimeoutExpired:
+        return time.perf_counter() - t0
+
+
 def run_chaos(work: Path, *, kills: int, seed: int, samples: int, max_wait_s: float,
               datasets: tuple[str, ...] = DATASETS) -> Audit:
     work.mkdir(parents=True, exist_ok=True)
@@ -111,7 +151,9 @@ def run_chaos(work: Path, *, kills: int, seed: int, samples: int, max_wait_s: fl
     path.write_text(yaml.safe_dump(sweep_file(work, samples, datasets)))
     results = work / "out" / "results"
     rng = random.Random(seed)
-    moments, complete = [], {}
+    kinds = [KINDS[i % len(KINDS)] for i in range(kills)]
+    rng.shuffle(kinds)
+    moments, done_kinds, complete = [], [], {}
     t0 = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for i in range(kills + 1):
@@ -123,22 +165,46 @@ def run_chaos(work: Path, *, kills: int, seed: int, samples: int, max_wait_s: fl
             if proc.returncode != 0:
                 raise RuntimeError(f"the final resume failed:\n{err[-3000:]}")
             break
-        wait = rng.uniform(0.5, max_wait_s)
-        try:
-            proc.wait(timeout=wait)
-            finished = True
-        except subprocess.TimeoutExpired:
-            finished = False
-        if finished:  # the sweep ended before this kill; later kills hit a finished sweep
+        moment = _wait_to_kill(proc, kinds[i], rng, max_wait_s, work / "out")
+        if moment is None:  # the sweep ended before this kill; later kills hit a finished sweep
+            proc.wait()
             if proc.returncode != 0:
                 raise RuntimeError(f"attempt {i} failed:\n{proc.stderr.read()[-3000:]}")
+            moment = float("nan")
         else:
             _kill_tree(proc)
-        moments.append(round(wait, 1))
+        moments.append(round(moment, 1))
+        done_kinds.append(kinds[i])
         for name, digest in _complete_files(results).items():
             complete.setdefault(name, digest)
     wall = time.perf_counter() - t0
-    return audit(work, results, samples, kills, moments, complete, wall, datasets)
+    result = audit(work, results, samples, kills, moments, complete, wall, datasets)
+    result.kill_kinds = done_kinds
+    return result
+
+
+def disagreements(results: Path, datasets: tuple[str, ...], studies: dict[str, list], robust: list) -> list[str]:
+    """Every trial whose files and Optuna trial say different things about how it ended. A robust
+    trial: COMPLETE when every dataset's file is completed; PRUNED or FAIL when the first file not
+    completed says stopped-early or failed."""
+    def status(path: Path) -> str | None:
+        if not path.exists():
+            return None
+        s = set(pd.read_parquet(path)["status"])
+        return next(iter(s)) if len(s) == 1 else f"mixed {sorted(s)}"
+
+    out = []
+    for d, trials in studies.items():
+        for t in trials:
+            st = status(results / safe_name(d) / f"search-{t.number:04d}.parquet")
+            if STATE.get(st) != t.state.name:
+                out.append(f"{d} search-{t.number:04d}: Parquet {st}, Optuna {t.state.name}")
+    for t in robust:
+        sts = [status(results / safe_name(d) / f"robust-{t.number:04d}.parquet") for d in datasets]
+        first = next((st for st in sts if st != "completed"), "completed")
+        if STATE.get(first) != t.state.name:
+            out.append(f"robust-{t.number:04d}: Parquet {sts}, Optuna {t.state.name}")
+    return out
 
 
 def audit(work, results: Path, samples: int, kills: int, moments, complete: dict[str, str], wall: float,
@@ -155,7 +221,7 @@ def audit(work, results: Path, samples: int, kills: int, moments, complete: dict
     final_status = df.drop_duplicates(["benchmark", "stage", "run_id"])["status"].value_counts().to_dict()
     now = {str(f.relative_to(results)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     return Audit(
-        kills=kills, kill_moments_s=moments, wall_s=round(wall, 1), search_trials=search,
+        kills=kills, kill_moments_s=moments, kill_kinds=[], wall_s=round(wall, 1), search_trials=search,
         study_trials={d: len(t) for d, t in studies.items()},
         study_running=sum(t.state == optuna.trial.TrialState.RUNNING for ts in [*studies.values(), robust] for t in ts),
         robust_trials=len(robust),
@@ -164,6 +230,7 @@ def audit(work, results: Path, samples: int, kills: int, moments, complete: dict
         duplicated_rows=int(df.duplicated(KEY).sum()), running_rows=int((df["status"] == "running").sum()),
         mixed_status_files=sum(len(s) != 1 for s in per_file), complete_files_at_kills=len(complete),
         changed_after_complete=sorted(n for n, d in complete.items() if now.get(n) != d),
+        disagreements=disagreements(results, datasets, studies, robust),
     )
 
 
@@ -174,10 +241,15 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=10, help="search trials per dataset")
     p.add_argument("--max-wait", type=float, default=45.0, help="longest run before a kill (s)")
     p.add_argument("--output", type=Path, help="work directory (default: a temporary one)")
+    p.add_argument("--record", type=Path, help="append the audit to this JSON-lines file")
     args = p.parse_args()
     work = args.output or Path(tempfile.mkdtemp(prefix="chaos-"))
     result = run_chaos(work, kills=args.kills, seed=args.seed, samples=args.samples, max_wait_s=args.max_wait)
     print(json.dumps(asdict(result), indent=2))
+    if args.record:
+        with args.record.open("a") as f:
+            f.write(json.dumps({"seed": args.seed, "samples": args.samples, "ok": result.ok(args.samples),
+                                **asdict(result)}) + "\n")
     print("nothing lost, nothing duplicated, nothing left running" if result.ok(args.samples) else "AUDIT FAILED")
     sys.exit(0 if result.ok(args.samples) else 1)
 

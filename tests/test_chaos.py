@@ -1,4 +1,5 @@
-"""Exactly once across repeated crashes: the chaos benchmark with two seeded kills."""
+"""Exactly once across repeated crashes: the chaos benchmark with two seeded kills (of two of its
+kinds: at a random moment, right after a trial's end, right after a stage's)."""
 
 import sys
 from pathlib import Path
@@ -18,5 +19,5 @@ def test_a_sweep_killed_twice_at_random_moments_loses_and_duplicates_nothing(tmp
     assert audit.study_trials == dict.fromkeys(datasets, 3) and audit.study_running == 0, audit
     assert audit.robust_trials == 3 and audit.retrained_runs == 0, audit
     assert audit.duplicated_rows == 0 and audit.running_rows == 0 and audit.mixed_status_files == 0, audit
-    assert not audit.changed_after_complete, audit
-    assert set(audit.statuses) == {"completed"}, audit
+    assert not audit.changed_after_complete and not audit.disagreements, audit
+    assert set(audit.statuses) <= {"completed", "stopped-early"}, audit  # (ASHA stops some)

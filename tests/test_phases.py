@@ -6,6 +6,7 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
+from ascood.sweep.paths import OPTUNA_TRIAL
 from ascood.sweep.phases import (
     ASHA,
     PHASE,
@@ -234,8 +235,9 @@ class _Trial:
 def test_phase_scheduler_stops_only_a_searched_phases_trials_each_on_its_own_asha():
     asha = dict(time_attr="epoch", metric="objective", mode="max", max_t=4, grace_period=1, reduction_factor=2)
     scheduler = PhaseScheduler()
-    good, bad = _Trial("g", {PHASE: "a:search", ASHA: asha}), _Trial("b", {PHASE: "a:search", ASHA: asha})
-    other = _Trial("o", {PHASE: "b:search", ASHA: asha})
+    good = _Trial("g", {PHASE: "a:search", ASHA: asha, OPTUNA_TRIAL: 0})
+    bad = _Trial("b", {PHASE: "a:search", ASHA: asha, OPTUNA_TRIAL: 1})
+    other = _Trial("o", {PHASE: "b:search", ASHA: asha, OPTUNA_TRIAL: 0})
     grid = _Trial("f", {PHASE: "a:final"})
     for t in (good, bad, other, grid):
         scheduler.on_trial_add(None, t)
@@ -244,5 +246,36 @@ def test_phase_scheduler_stops_only_a_searched_phases_trials_each_on_its_own_ash
     # another phase's ASHA has not seen the good trial: a weak first result is not cut against it
     assert scheduler.on_trial_result(None, other, {"epoch": 1, "objective": 0.1}) == TrialScheduler.CONTINUE
     assert scheduler.on_trial_result(None, grid, {"epoch": 1, "objective": 0.0}) == TrialScheduler.CONTINUE
-    restored = _Trial("r", {PHASE: "a:search", ASHA: asha})  # never added (restored after a crash)
+    restored = _Trial("r", {PHASE: "a:search", ASHA: asha, OPTUNA_TRIAL: 2})  # never added (restored after a crash)
     assert scheduler.on_trial_result(None, restored, {"epoch": 1, "objective": 0.0}) == TrialScheduler.STOP
+
+
+@dataclass
+class _Recorded(Runtime):
+    """A runtime whose searched phase has ended trials on record (Optuna number -> objective by epoch)."""
+
+    ended: dict = field(default_factory=dict)
+
+    def history(self, config):
+        return self.ended
+
+
+def test_a_restored_phase_asha_starts_with_the_rungs_its_ended_trials_reached():
+    """Tune does not save the scheduler: without its records a restored ASHA judges the trials
+    after a crash against nobody. With them, as if there had been no crash: a weak first epoch is
+    cut against the ended trials, and a trial that replays its record is not counted twice."""
+    asha = dict(time_attr="epoch", metric="objective", mode="max", max_t=3, grace_period=1, reduction_factor=2)
+    ended = {0: {1: 0.9, 2: 0.95, 3: 0.96}, 1: {1: 0.8}}  # one completed, one stopped at epoch 1
+    attach("seeded", _Recorded(trials={}, ended=ended))
+    try:
+        scheduler, empty = PhaseScheduler("seeded"), PhaseScheduler()
+        weak = lambda: _Trial("w", {PHASE: "a:search", ASHA: asha, OPTUNA_TRIAL: 2})  # noqa: E731
+        assert empty.on_trial_result(None, weak(), {"epoch": 1, "objective": 0.5}) == TrialScheduler.CONTINUE
+        assert scheduler.on_trial_result(None, weak(), {"epoch": 1, "objective": 0.5}) == TrialScheduler.STOP
+        [(m2, at2), (m1, at1)] = scheduler._asha["a:search"]._brackets[0]._rungs
+        assert (m1, m2) == (1, 2) and at1 == {"0": 0.9, "1": 0.8, "2": 0.5} and at2 == {"0": 0.95}
+        replayed = _Trial("new-id", {PHASE: "a:search", ASHA: asha, OPTUNA_TRIAL: 1})  # Optuna #1 under a new Tune id
+        scheduler.on_trial_result(None, replayed, {"epoch": 1, "objective": 0.8})
+        assert len(at1) == 3, "a replayed trial is the same trial to its rungs"
+    finally:
+        detach("seeded")

@@ -28,6 +28,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from ascood.sweep.paths import OPTUNA_TRIAL
 from ascood.sweep.record import Recorded
 
 PHASE = "phase"  # in a trial's config: the key of the phase it belongs to
@@ -107,6 +108,10 @@ class Runtime(Protocol):
 
     def record(self, config: dict) -> Recorded | None:
         """How a trial handed out with `config` ended, as its own record says (None: not ended)."""
+
+    def history(self, config: dict) -> dict[int, dict[int, float]]:
+        """Of the searched phase a trial with `config` belongs to: each ended trial's objective by
+        step (epoch, or datasets done), by its Optuna number."""
 
 
 _RUNTIMES: dict[str, Runtime] = {}
@@ -286,47 +291,79 @@ class SweepSearcher(Searcher):
             runtime.all_ended()
 
 
+@dataclass(frozen=True)
+class _ByOptunaTrial:
+    """What a phase's ASHA sees of a trial: its Optuna trial, the same for every Tune trial that
+    ever runs it (a trial Tune restores, or one handed out again, is not a newcomer to its rungs)."""
+
+    trial_id: str
+
+
 class PhaseScheduler(FIFOScheduler):
     """First in, first out, except that a searched phase's trials go through that phase's own
-    ASHA (its settings are in each of its trials' configs)."""
+    ASHA (its settings are in each of its trials' configs).
 
-    def __init__(self):
+    Tune does not save a scheduler with the run: restored, each ASHA would start with empty rungs
+    and judge the trials after a crash against fewer peers than before it. So a phase's ASHA starts
+    with the rungs its ended trials' records hold (`Runtime.history`)."""
+
+    def __init__(self, run: str | None = None):
         super().__init__()
+        self.run = run
         self._asha: dict[str, ASHAScheduler] = {}
 
-    def _of(self, trial: Any) -> ASHAScheduler | None:
+    def _of(self, trial: Any) -> tuple[ASHAScheduler, _ByOptunaTrial] | tuple[None, None]:
         settings = trial.config.get(ASHA)
         if settings is None:
-            return None
+            return None, None
         key = trial.config[PHASE]
         if key not in self._asha:
             self._asha[key] = ASHAScheduler(**settings)
-        scheduler = self._asha[key]
-        if trial.trial_id not in scheduler._trial_info:  # a trial restored after a crash
-            scheduler.on_trial_add(None, trial)
-        return scheduler
+            runtime = _RUNTIMES.get(getattr(self, "run", None) or "")
+            if runtime is not None:
+                _seed_rungs(self._asha[key], runtime.history(trial.config))
+        scheduler, who = self._asha[key], _ByOptunaTrial(str(trial.config[OPTUNA_TRIAL]))
+        if who.trial_id not in scheduler._trial_info:  # a trial restored after a crash
+            scheduler.on_trial_add(None, who)
+        return scheduler, who
 
     def on_trial_add(self, tune_controller, trial) -> None:
         self._of(trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        scheduler = self._of(trial)
-        return TrialScheduler.CONTINUE if scheduler is None else scheduler.on_trial_result(tune_controller, trial, result)
+        scheduler, who = self._of(trial)
+        return TrialScheduler.CONTINUE if scheduler is None else scheduler.on_trial_result(tune_controller, who, result)
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        scheduler = self._of(trial)
+        scheduler, who = self._of(trial)
         if scheduler is not None:
-            scheduler.on_trial_complete(tune_controller, trial, result)
+            scheduler.on_trial_complete(tune_controller, who, result)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        scheduler = self._of(trial)
+        scheduler, who = self._of(trial)
         if scheduler is not None:
-            scheduler.on_trial_remove(tune_controller, trial)
+            scheduler.on_trial_remove(tune_controller, who)
 
     def on_trial_error(self, tune_controller, trial) -> None:
-        scheduler = self._of(trial)
+        scheduler, who = self._of(trial)
         if scheduler is not None:
-            scheduler.on_trial_remove(tune_controller, trial)
+            scheduler.on_trial_remove(tune_controller, who)
 
     def debug_string(self) -> str:
         return "FIFO, with ASHA for the searched phases"
+
+
+def _seed_rungs(scheduler: ASHAScheduler, history: dict[int, dict[int, float]]) -> None:
+    """Put each ended trial (Optuna number -> its objective by step) on the rungs, by ASHA's own
+    bookkeeping in the order ASHA saw it: each result before the last step, then the last result
+    again at the trial's end. (The sweep's ASHA has one bracket.)"""
+    bracket = scheduler._brackets[0]
+    for number, by_step in history.items():
+        if not by_step:
+            continue
+        who = _ByOptunaTrial(str(number))
+        for step in sorted(by_step):
+            if step < scheduler._max_t:
+                bracket.on_result(who, step, scheduler._metric_op * by_step[step])
+        last = max(by_step)
+        bracket.on_result(who, last, scheduler._metric_op * by_step[last])

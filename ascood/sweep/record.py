@@ -19,9 +19,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pandas as pd
+
 from ascood import storage
 from ascood.results import read_rows
-from ascood.sweep.objective import epoch_metrics
+from ascood.sweep.objective import epoch_metrics, objective_value
 from ascood.sweep.outcome import GAIN_PREFIX, Outcome
 from ascood.sweep.spec import Objective
 
@@ -31,11 +33,15 @@ REPLAYED = "replayed"  # in a report: what the trial's record holds, not a newly
 
 @dataclass(frozen=True)
 class Recorded:
-    """A trial's terminal record: its status, why, and what the trial reports for it."""
+    """A trial's terminal record: its status, why, and what the trial reports for it (no null
+    values: a scheduler reads a present `objective` as a number)."""
 
     status: Outcome
     reason: str | None
     result: dict
+
+    def __post_init__(self):
+        object.__setattr__(self, "result", {k: v for k, v in self.result.items() if v is not None})
 
 
 def terminal_rows(rows: list[dict]) -> bool:
@@ -96,3 +102,31 @@ def joint_record(paths: list[tuple[str, str]], objective: Objective) -> Recorded
             return None  # the trial fails it itself, from the file: nothing to replay
         gains[benchmark] = float(gain)
     return Recorded("completed", None, result("completed", total))
+
+
+def steps(path: str, objective: Objective) -> dict[int, float]:
+    """A trial file's objective at each evaluated epoch, when the file is terminal (else empty)."""
+    rows = _read(path)
+    if not rows or not terminal_rows(rows):
+        return {}
+    df = pd.DataFrame([r for r in rows if r["epoch"] > 0])
+    out = {}
+    for epoch, epoch_rows in df.groupby("epoch") if not df.empty else []:
+        value = objective_value(epoch_rows, objective)
+        if value is not None and math.isfinite(value):
+            out[int(epoch)] = value
+    return out
+
+
+def joint_steps(paths: list[tuple[str, str]], objective: Objective) -> dict[int, float]:
+    """A joint trial's worst gain after each dataset it completed, when it has ended (else empty)."""
+    if joint_record(paths, objective) is None:
+        return {}
+    out, gains = {}, []
+    for done, (_, path) in enumerate(paths, start=1):
+        rows = _read(path)
+        if not rows or not terminal_rows(rows) or rows[0]["status"] != "completed":
+            break
+        gains.append(float(_last(rows)[0]["norm_gain"]))
+        out[done] = min(gains)
+    return out

@@ -28,11 +28,12 @@ from ascood.sweep.parallel import STOP, Interrupt, side_by_side
 from ascood.sweep.paths import SweepPaths, results_dir, results_file
 from ascood.sweep.phases import Job, Phase, PhaseScheduler, SweepSearcher, attach, detach, grid_configs
 from ascood.sweep.progress import ProgressCallback, SweepProgress
-from ascood.sweep.record import Recorded, file_record, joint_record
+from ascood.sweep.record import Recorded, file_record, joint_record, joint_steps, steps
 from ascood.sweep.results_status import ResultsStatusCallback
 from ascood.sweep.searcher import make_searcher
 from ascood.sweep.spec import (
     DatasetSpec,
+    Objective,
     SweepSpec,
     baseline_candidate,
     comparison_seeds,
@@ -417,6 +418,24 @@ class StageRuntime:
     def record(self, config: dict) -> Recorded | None:
         return trial_record(config)
 
+    def history(self, config: dict) -> dict[int, dict[int, float]]:
+        meta = TrialMeta(**config["sweep"])
+        objective = Objective(**meta.objective)
+        benchmarks = [p["benchmark"] for p in meta.joint] or [meta.benchmark]
+        numbers = set()
+        for b in benchmarks:
+            prefix = results_dir(meta.out, b)
+            for path in storage.list_files(prefix, ".parquet") if storage.exists(prefix) else []:
+                stem = Path(path).stem
+                if stem.startswith(f"{meta.stage}-") and stem.removeprefix(f"{meta.stage}-").isdigit():
+                    numbers.add(int(stem.removeprefix(f"{meta.stage}-")))
+        out = {}
+        for n in sorted(numbers):
+            key = f"{meta.stage}-{n:04d}"
+            files = [(b, results_file(meta.out, b, key)) for b in benchmarks]
+            out[n] = joint_steps(files, objective) if meta.joint else steps(files[0][1], objective)
+        return out
+
 
 def run_phases(ctx: StageContext, name: str, jobs: list[Job], stages: dict[str, Stage]) -> None:
     """One Tune run over `jobs`, or, after a crash, its restore; blocks until every job has ended.
@@ -442,7 +461,7 @@ def _fit(ctx: StageContext, name: str, path: str, jobs: list[Job]) -> None:
         tuner = tune.Tuner(
             ctx.trainable,
             tune_config=tune.TuneConfig(search_alg=SweepSearcher(name, jobs, ctx.max_concurrent),
-                                        scheduler=PhaseScheduler(), num_samples=-1, reuse_actors=True),
+                                        scheduler=PhaseScheduler(name), num_samples=-1, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=name, storage_path=ctx.paths.ray, callbacks=callbacks, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=ctx.spec.resources.max_failures),
