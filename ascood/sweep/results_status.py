@@ -31,15 +31,14 @@ class ResultsStatusCallback(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
-        outcome = trial_outcome(last)
+        outcome, joint = trial_outcome(last), bool(TrialMeta(**trial.config["sweep"]).joint)
+        done = last.get("epoch", 0)
         if outcome == "stopped-early":
-            unit = "datasets" if TrialMeta(**trial.config["sweep"]).joint else "epoch"
-            done = last.get("epoch", 0)
-            where = f"after {done} of {last.get('epochs')} datasets" if unit == "datasets" else f"after epoch {done}"
+            where = f"after {done} of {last.get('epochs')} datasets" if joint else f"after epoch {done}"
             self.mark(trial, outcome, f"stopped by the scheduler {where}")
         elif outcome == "failed" and not last:
             self.mark(trial, outcome, "the trial ended without reporting a result")
-        elif outcome == "failed" and TrialMeta(**trial.config["sweep"]).joint:  # a dataset trial wrote its own
+        elif outcome == "failed" and joint:  # (a dataset trial's reported failure wrote its own rows)
             self.mark(trial, outcome, str(last.get("reason") or "the trial failed"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
