@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ascood.choices import one_of, printable
 from ascood.domains import DOMAINS, Float, Int, Seed, check_value
-from ascood.method.normalization import FEATURE_NORMS
-from ascood.method.synthesis import SYNTHESIS_KINDS
+from ascood.method.kinds import FEATURE_NORMS, SYNTHESIS_KINDS
 from ascood.metrics import FPR_CONVENTIONS
+from ascood.scorer_names import SCORER_NAMES
 
 DEFAULT_SCORERS = ("msp", "maxlogit", "energy", "odin", "iodin")
 
@@ -139,14 +139,12 @@ class TrainConfig(BaseModel):
     @field_validator("scorers", mode="before")
     @classmethod
     def _scorers(cls, v):
-        from ascood.scorers import SCORERS
-
         if not isinstance(v, str | list | tuple):
             raise ValueError(f"expected scorer names (a list, or a comma-separated string), got {type(v).__name__}")
         items = tuple(s.strip() for s in v.split(",")) if isinstance(v, str) else tuple(v)
-        bad = [printable(s) if isinstance(s, str) else repr(s) for s in items if not isinstance(s, str) or s not in SCORERS]
+        bad = [printable(s) if isinstance(s, str) else repr(s) for s in items if not isinstance(s, str) or s not in SCORER_NAMES]
         if bad or not items:
-            raise ValueError(f"expected a non-empty subset of {', '.join(SCORERS)}, got {', '.join(bad) or 'none'}")
+            raise ValueError(f"expected a non-empty subset of {', '.join(SCORER_NAMES)}, got {', '.join(bad) or 'none'}")
         return items
 
     @field_validator("benchmark")

@@ -17,18 +17,15 @@ from ascood.data import load_benchmark
 from ascood.evaluate import Evaluator, grad_chunk
 from ascood.models import create_model
 from ascood.results import RunLabels, make_rows, run_id_for
+from ascood.run_dir import CHECKPOINT, RunDirError, checkpoint_of
 from ascood.scorers import build_scorers
-from ascood.train import CHECKPOINT, make_accelerator
+from ascood.train import make_accelerator
 
-
-class RunDirError(ValueError):
-    """A run directory without a usable checkpoint; one line naming the path."""
+__all__ = ["RunDirError", "evaluate_run", "load_run"]
 
 
 def load_run(run_dir: Path) -> tuple[TrainConfig, dict]:
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        raise RunDirError(f"{run_dir}: no {CHECKPOINT} (not a run directory, or the run never finished an epoch)")
+    path = checkpoint_of(run_dir)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict):  # indexing a tensor with "config" would warn, a second line

@@ -148,4 +148,13 @@ def unusable_dir(location: str | Path) -> str | None:
         return f"cannot be created: {ancestor} is a file"
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return f"cannot be {'written' if ancestor == path else 'created'}: {ancestor} is not writable"
+    if ancestor != path:  # a filesystem may refuse what the permissions allow (/proc, a read-only mount)
+        probe = path
+        while probe.parent != ancestor:
+            probe = probe.parent
+        try:
+            probe.mkdir()
+        except OSError as exc:
+            return f"cannot be created in {ancestor}: {exc.strerror or exc}"
+        probe.rmdir()
     return None

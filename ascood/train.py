@@ -41,8 +41,7 @@ from ascood.method.synthesis import needs_saliency, synthesize_scaled
 from ascood.method.vos import VOSHead
 from ascood.method.vos import start_epoch as vos_start_epoch
 from ascood.models import OODNet, create_model
-
-CHECKPOINT = "checkpoint.pt"
+from ascood.run_dir import CHECKPOINT  # (the run directory layout lives there)
 
 
 class RunFailed(RuntimeError):

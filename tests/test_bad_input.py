@@ -140,3 +140,18 @@ def test_an_unknown_method_or_another_methods_option_is_refused(tmp_path, capsys
     err = _one_line_exit_2(capsys, train_main, [*argv, "--out", tmp_path / "r"])
     assert needle in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_name_too_long_and_an_output_the_filesystem_refuses_are_one_line(tmp_path, capsys):
+    """Found on the way to fast refusals: a 100,000-character name hung for minutes in Rich's
+    highlighter; `output: /proc/x` (allowed by the permissions, refused by the filesystem) ended
+    in a FileNotFoundError traceback."""
+    from ascood.sweep.spec import NAME_MAX
+
+    long_name = _sweep_file(tmp_path, lambda d: d.update(name="n" * 100_000))
+    err = _one_line_exit_2(capsys, sweep_main, [long_name])
+    assert f"name: String should have at most {NAME_MAX} characters" in err
+    if Path("/proc").is_dir():
+        proc = _sweep_file(tmp_path, out="/proc/ascood-x")
+        err = _one_line_exit_2(capsys, sweep_main, [proc])
+        assert "output /proc/ascood-x: cannot be created in /proc" in err

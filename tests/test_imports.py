@@ -208,3 +208,41 @@ def test_every_builtin_benchmark_is_registered_once_whatever_is_imported_first(f
     assert names.split(",") == ["aircraft", "cars", "celeba", "cifar10", "cifar100", "cmnist", "imagenet100",
                                 "mnist10", "mnist6", "waterbirds"]
     assert refused == "benchmark 'cifar10' is registered twice"
+
+
+def test_the_light_list_of_scorer_names_is_the_registry():
+    """Configs validate scorer names against `ascood.scorer_names` (no torch); it must be the registry."""
+    from ascood.scorer_names import SCORER_NAMES
+    from ascood.scorers import SCORERS
+
+    assert tuple(SCORERS) == SCORER_NAMES
+
+
+# Every console script's --help and each bad-input refusal run without torch, Ray, MLflow, Optuna
+# or matplotlib: they are what make a command answer in a second instead of three.
+_HEAVY = ("torch", "ray", "mlflow", "optuna", "matplotlib")
+_REFUSALS = """
+import sys, yaml
+from pathlib import Path
+work = Path(sys.argv[1])
+quick = yaml.safe_load(Path("sweeps/quickstart.yaml").read_text())
+(work / "missing.yaml").write_text(yaml.safe_dump({k: v for k, v in quick.items() if k != "output"}))
+from ascood.cli import data, eval, export, score, sweep, train
+calls = [(m.main, ["--help"]) for m in (train, sweep, eval, data, export, score)]
+calls += [(sweep.main, [str(work / "missing.yaml")]), (train.main, ["--p-inv", "2"]),
+          (train.main, ["--benchmark", "nope"]), (eval.main, [str(work / "no-such-run")])]
+for main, argv in calls:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code in (0, 2, None), (argv, code)
+print("HEAVY:" + ",".join(m for m in %r if m in sys.modules))
+"""
+
+
+def test_help_and_refusals_import_no_heavy_library(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _REFUSALS % (_HEAVY,), str(tmp_path)], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY:", proc.stdout.strip().splitlines()[-1]

@@ -28,6 +28,10 @@ def _parser() -> OneLineParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: {PROG} check [ROOT] [BENCHMARK…] [--no-decode] [--no-progress]\n\n{__doc__.splitlines()[0]}\n"
+              f"{PROG} check --help: the command's options")
+        return 0
     if argv[:1] != ["check"]:
         fail(PROG, "expected a command: check [ROOT] [BENCHMARK…]")
     args = _parser().parse_args(argv[1:])

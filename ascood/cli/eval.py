@@ -9,10 +9,13 @@ tenth of the way otherwise; the tables to stdout.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from ascood.cli.common import OneLineParser, fail
 
@@ -56,21 +59,31 @@ def metric_table(df: pd.DataFrame, metric: str, title: str) -> Table:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ascood.choices import printable
-    from ascood.data import DatasetError, UnknownBenchmarkError
-    from ascood.data.env import skip_corrupt_from_env
-    from ascood.posthoc import RunDirError, evaluate_run
-    from ascood.progress_report import progress_for, reporting
-    from ascood.results import write_results
-    from ascood.scorers import SCORERS
+    from ascood.run_dir import RunDirError, checkpoint_of
+    from ascood.scorer_names import SCORER_NAMES
     from ascood.storage import unusable_dir
-    names = list(SCORERS) if args.scorers == "all" else [s.strip() for s in args.scorers.split(",")]
-    unknown = [printable(s) for s in names if s not in SCORERS]
+
+    names = list(SCORER_NAMES) if args.scorers == "all" else [s.strip() for s in args.scorers.split(",")]
+    unknown = [printable(s) for s in names if s not in SCORER_NAMES]
     if unknown:
-        fail(PROG, f"--scorers: unknown {', '.join(unknown)}; expected names from {', '.join(SCORERS)}")
+        fail(PROG, f"--scorers: unknown {', '.join(unknown)}; expected names from {', '.join(SCORER_NAMES)}")
     if args.out is not None:
         reason = "is a directory; expected a Parquet file name" if args.out.is_dir() else unusable_dir(args.out.parent)
         if reason:
             fail(PROG, f"--out {args.out}: {reason}")
+    for run in args.runs:  # before torch is imported: a directory that is not a run is refused at once
+        try:
+            checkpoint_of(run)
+        except RunDirError as exc:
+            fail(PROG, str(exc))
+
+    import pandas as pd
+
+    from ascood.data import DatasetError, UnknownBenchmarkError
+    from ascood.data.env import skip_corrupt_from_env
+    from ascood.posthoc import evaluate_run
+    from ascood.progress_report import progress_for, reporting
+    from ascood.results import write_results
     console = Console()
     all_rows = []
     with reporting(progress_for(quiet=args.no_progress)) as progress, \

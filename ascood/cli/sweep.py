@@ -234,18 +234,21 @@ def main(argv: list[str] | None = None) -> int:
         return print_summary(console, args.out, as_json=args.json)
     args = _run_parser().parse_args(argv)
 
-    from ascood.config import ConfigError
-    from ascood.data import DatasetError, UnknownBenchmarkError
-    from ascood.data.env import skip_corrupt_from_env
-    from ascood.sweep.engine import SweepRun, SweepSetupError, run_sweep
-    from ascood.sweep.progress import SweepProgress
+    from ascood.data import UnknownBenchmarkError
     from ascood.sweep.spec import SweepFileError, load_sweep
-    from ascood.yamlfile import read_text
 
-    try:
+    try:  # before Ray, torch and the engine are imported: a bad file is refused at once
         spec, _ = load_sweep(args.file)
     except (SweepFileError, UnknownBenchmarkError) as exc:
         fail(PROG, str(exc))
+
+    from ascood.config import ConfigError
+    from ascood.data import DatasetError
+    from ascood.data.env import skip_corrupt_from_env
+    from ascood.sweep.engine import SweepRun, SweepSetupError, run_sweep
+    from ascood.sweep.progress import SweepProgress
+    from ascood.yamlfile import read_text
+
     data_root = args.data_root or spec.data_root or os.environ.get("ASCOOD_DATA")
     if data_root:
         spec = spec.model_copy(update={"data_root": str(data_root)})
@@ -255,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                    skip_corrupt=skip_corrupt_from_env())
     label = f"val/{spec.objective.name} ({spec.objective.scorer})"
     live = console.is_terminal and not args.no_progress
-    console.print(f"[bold]{PROG}[/bold] {spec.name}: {len(spec.datasets)} datasets -> {spec.output}")
+    console.print(f"[bold]{PROG}[/bold] {escape(spec.name)}: {len(spec.datasets)} datasets -> {escape(str(spec.output))}",
+                  highlight=False)
     try:
         with SweepProgress(console, live=live, objective_label=label) as progress:
             paths = run_sweep(run, progress)

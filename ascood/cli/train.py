@@ -6,18 +6,16 @@ import argparse
 import types
 import typing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from ascood.cli.common import OneLineParser, UsageError, fail, read_yaml_mapping
 from ascood.config import ConfigError, TrainConfig, field_name, flag_name, validate_config
-from ascood.models import WeightsError, create_model
-from ascood.results import group_means
 from ascood.tracking import TrackingError, parse_tracking
-from ascood.train import CheckpointMismatch, EpochStats
+
+if TYPE_CHECKING:  # torch, pandas and the training loop load only once the input is checked (fast --help, fast refusals)
+    from rich.table import Table
 
 PROG = "ascood-train"
 
@@ -74,6 +72,11 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def results_table(rows: list[dict], title: str, *, embedded: bool, fpr_convention: str) -> Table:
+    import pandas as pd
+    from rich.table import Table
+
+    from ascood.results import group_means
+
     """Per OOD set and group mean (plain mean of the sets), one column per scorer."""
     scorers = list(dict.fromkeys(r["scorer"] for r in rows))
     caption = f"AUROC↑/FPR@95↓ in %; FPR@95 convention: {fpr_convention}"
@@ -108,8 +111,6 @@ def final_test_table(rows: list[dict], cfg: TrainConfig) -> Table | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from accelerate import PartialState
-
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args)
@@ -119,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         tracking = parse_tracking(args.tracking)
     except ValueError as exc:
         fail(PROG, f"--tracking {args.tracking}: {exc}")
+    from accelerate import PartialState
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ascood.models import WeightsError, create_model
+    from ascood.train import CheckpointMismatch, EpochStats
+
     if cfg.weights is not None:  # before anything is created; the classifier is not loaded, so any class count does
         try:
             create_model(cfg.backbone, num_classes=2, weights=cfg.weights)

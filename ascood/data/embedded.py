@@ -12,7 +12,6 @@ These are a demo and a fast test bed, not a substitute for the real benchmarks.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ascood.data.errors import UnknownBenchmarkError
@@ -186,6 +185,8 @@ def build_outliers(seed: int = 0) -> Split:
 
 
 def _split(images: np.ndarray, labels: np.ndarray | None = None) -> Split:
+    import torch  # here: registering the benchmarks (every config check) needs no torch
+
     labels = np.full(len(images), -1, dtype=np.int64) if labels is None else labels
     return Split(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)))
 

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import torch
-
 from ascood.choices import expected_one_of, one_of
 from ascood.data.env import cache_dir, data_root
 from ascood.data.errors import DatasetError, DatasetNotFound, UnknownBenchmarkError
@@ -117,6 +115,8 @@ def cached(path: Path, build: Callable[[], T], *, encode: Callable[[T], object] 
            decode: Callable[[object], T] = lambda x: x) -> T:
     """What `build` makes, kept in `path` (a `weights_only` torch file, written atomically). A torn
     or stale file is rebuilt, never trusted."""
+    import torch  # here, not at the top: a benchmark's name is checked without torch
+
     if path.exists():
         try:
             return decode(torch.load(path, weights_only=True))

@@ -7,8 +7,10 @@ pulling in the registry or any builder.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from torch import Tensor
+if TYPE_CHECKING:  # (no torch import for a name check: the CLIs' refusals stay fast)
+    from torch import Tensor
 
 SETTINGS = ("spurious", "fine-grained", "conventional")
 

@@ -4,19 +4,25 @@ Everything here follows the authors' released code exactly (docs/method-notes.md
 paper's wording differs, the alternative is a parameter.
 """
 
-from ascood.method.losses import ascood_loss, uniform_kl
-from ascood.method.normalization import FEATURE_NORMS, normalize_features
-from ascood.method.saliency import true_class_saliency
-from ascood.method.schedule import alpha_at, cosine_lr_factor
-from ascood.method.synthesis import (
-    SYNTHESIS_KINDS,
-    gaussian_outliers,
-    gradient_outliers,
-    num_kept_entries,
-    shuffle_outliers,
-    synthesize,
-    topk_mask,
-)
+import importlib
+
+from ascood.method.kinds import FEATURE_NORMS, SYNTHESIS_KINDS
+
+# The tensor functions load on first use (PEP 562): `ascood.method.registry` and the names above
+# are imported by every config check, which must not pay for torch.
+_LAZY = {
+    "ascood_loss": "losses", "uniform_kl": "losses", "normalize_features": "normalization",
+    "true_class_saliency": "saliency", "alpha_at": "schedule", "cosine_lr_factor": "schedule",
+    **dict.fromkeys(("gaussian_outliers", "gradient_outliers", "num_kept_entries", "shuffle_outliers", "synthesize",
+                     "topk_mask"), "synthesis"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"ascood.method.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'ascood.method' has no attribute {name!r}")
+
 
 __all__ = [
     "FEATURE_NORMS",

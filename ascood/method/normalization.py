@@ -6,8 +6,7 @@ import torch
 from torch import Tensor
 
 from ascood.choices import expected_one_of
-
-FEATURE_NORMS = ("zscore", "l2", "none")
+from ascood.method.kinds import FEATURE_NORMS
 
 ZSCORE_EPS = 1e-6
 

@@ -11,8 +11,7 @@ import torch
 from torch import Tensor
 
 from ascood.choices import expected_one_of
-
-SYNTHESIS_KINDS = ("gradient", "gradient-subtract", "shuffle", "gaussian")
+from ascood.method.kinds import SYNTHESIS_KINDS
 
 
 def num_kept_entries(size: int, p_inv: float) -> int:

@@ -23,8 +23,9 @@ from ascood.choices import one_of, printable
 from ascood.config import ConfigError, TrainConfig, field_name, validate_config
 from ascood.domains import SPACE_DOMAINS, Float, Int, Seed, check_value
 from ascood.gain import BEST_VALUE, MINIMIZED
+from ascood.method.kinds import SYNTHESIS_KINDS
 from ascood.method.registry import METHODS, method_options, option_owner
-from ascood.method.synthesis import SYNTHESIS_KINDS
+from ascood.scorer_names import SCORER_NAMES
 from ascood.tracking import Tracking, TrackingOptions
 from ascood.yamlfile import YamlFileError, read_mapping, read_text
 
@@ -170,9 +171,7 @@ class Objective(Strict):
     @field_validator("scorer")
     @classmethod
     def _scorer(cls, v: str) -> str:
-        from ascood.scorers import SCORERS
-
-        return one_of(v, SCORERS)
+        return one_of(v, SCORER_NAMES)
 
     @property
     def name(self) -> str:
@@ -309,8 +308,11 @@ class DatasetSpec(Strict):
     space: Space | None = None
 
 
+NAME_MAX = 100  # a sweep's name names its studies, experiments and runs: short enough for every tool
+
+
 class SweepSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=NAME_MAX)
     output: str
     data_root: str | None = None
     datasets: list[DatasetSpec] = Field(min_length=1)

@@ -11,9 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ascood.data.decode import decode_files, resize_square
 from ascood.data.env import cache_dir
 from ascood.data.errors import DatasetNotFound
 from ascood.data.real.parts import Part, inventory
@@ -25,6 +23,8 @@ from ascood.progress_report import Task, current
 
 
 def build(defn: BenchmarkDef, root: Path, params: dict, display_name: str, *, skip_corrupt: bool) -> BenchmarkData:
+    import torch  # here: registering the benchmarks (every config check) needs no torch
+
     inv = inventory(defn, root, params)
     if not inv.complete:
         raise DatasetNotFound(f"{display_name}: {inv.first_problem()}" if inv.layout else inv.first_problem())
@@ -69,6 +69,10 @@ def _decoded_parts(parts: list[Part], size: int, store: Path, skip_corrupt: bool
 
 
 def _decoded(records: Records, size: int, store: Path, skip_corrupt: bool, progress: Callable[[int], None]) -> Split:
+    import torch
+
+    from ascood.data.decode import decode_files, resize_square
+
     if records.pixels is not None:
         images = torch.from_numpy(np.ascontiguousarray(records.pixels))
         if images.shape[-1] != size:
