@@ -234,6 +234,31 @@ def audit(work, results: Path, samples: int, kills: int, moments, complete: dict
     )
 
 
+def table(rows: list[dict]) -> str:
+    """One column per recorded run: its kills, its audit."""
+    def kills(r: dict) -> str:
+        return ", ".join(f"{k} {m}" for k, m in zip(r["kill_kinds"], r["kill_moments_s"], strict=True))
+
+    lines = ["| | " + " | ".join(f"seed {r['seed']}" for r in rows) + " |", "|---|" + "---|" * len(rows)]
+    cells = {
+        "kills (kind, s after the run's start)": kills,
+        "wall time, all runs": lambda r: f"{r['wall_s']:.0f} s",
+        "search trials in Parquet / in Optuna, per dataset": lambda r: ", ".join(
+            f"{d} {n} / {r['study_trials'][d]}" for d, n in r["search_trials"].items()),
+        "robust trials in Optuna / left RUNNING": lambda r: f"{r['robust_trials']} / {r['study_running']}",
+        "runs by final status": lambda r: ", ".join(f"{n} {s}" for s, n in sorted(r["statuses"].items())),
+        "Parquet and Optuna disagree": lambda r: str(len(r["disagreements"])),
+        "duplicated rows / `running` rows / mixed-status files": lambda r: (
+            f"{r['duplicated_rows']} / {r['running_rows']} / {r['mixed_status_files']}"),
+        "files complete at some kill / changed after": lambda r: (
+            f"{r['complete_files_at_kills']} / {len(r['changed_after_complete'])}"),
+        "runs trained twice": lambda r: str(r["retrained_runs"]),
+        "audit": lambda r: "clean" if r["ok"] else "FAILED",
+    }
+    lines += [f"| {name} | " + " | ".join(cell(r) for r in rows) + " |" for name, cell in cells.items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=10)
@@ -242,7 +267,11 @@ def main() -> None:
     p.add_argument("--max-wait", type=float, default=45.0, help="longest run before a kill (s)")
     p.add_argument("--output", type=Path, help="work directory (default: a temporary one)")
     p.add_argument("--record", type=Path, help="append the audit to this JSON-lines file")
+    p.add_argument("--table", type=Path, metavar="FILE", help="print the BENCHMARKS.md table of a --record file and stop")
     args = p.parse_args()
+    if args.table:
+        print(table([json.loads(x) for x in args.table.read_text().splitlines() if x.strip()]))
+        return
     work = args.output or Path(tempfile.mkdtemp(prefix="chaos-"))
     result = run_chaos(work, kills=args.kills, seed=args.seed, samples=args.samples, max_wait_s=args.max_wait)
     print(json.dumps(asdict(result), indent=2))
