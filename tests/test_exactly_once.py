@@ -74,24 +74,37 @@ def _study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name=f"once-{BENCHMARK}", storage=f"sqlite:///{tmp_path / 'out' / 'optuna.db'}")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kill_at", ["file", "study"])
-def test_a_trial_asha_stopped_before_a_kill_is_never_trained_again(tmp_path, kill_at):
-    path = _sweep_file(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(path), "--no-progress"], stdout=subprocess.DEVNULL,
+def _killed(path: Path, kill_at: str, *resume: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(path), "--no-progress", *resume], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, "KILL_AT": kill_at})
     try:
         _, err = proc.communicate(timeout=600)
     finally:
         stop_tree([proc.pid])  # the Ray daemons the dead driver left
-    assert proc.returncode == 9, f"no trial was stopped by ASHA before the sweep ended:\n{err[-3000:]}"
+    assert proc.returncode == 9, f"the sweep ended before the moment it was to be killed at ({kill_at}):\n{err[-3000:]}"
+
+
+@pytest.mark.slow
+def test_a_trial_asha_stopped_before_a_kill_is_never_trained_again(tmp_path):
+    """Killed twice: right after the first stopped trial's file is written (Optuna not yet told),
+    then, resumed, right after Optuna is next told PRUNED (that trial's replay, or a new stop);
+    then resumed to the end."""
+    path = _sweep_file(tmp_path)
+    _killed(path, "file")
     before, attempts_before = _files(tmp_path), _attempts(tmp_path)
     stopped = [name for name, (_, statuses) in before.items() if statuses == {"stopped-early"}]
     assert len(stopped) == 1, before
     [stopped] = stopped
     number = int(stopped.removeprefix("search-").removesuffix(".parquet"))
-    if kill_at == "study":
-        assert _study(tmp_path).trials[number].state == optuna.trial.TrialState.PRUNED
+    assert _study(tmp_path).trials[number].state == optuna.trial.TrialState.RUNNING, "killed before Optuna was told"
+    complete = {name: digest for name, (digest, statuses) in before.items() if statuses <= set(STATE)}
+
+    _killed(path, "study", "--resume")
+    assert _files(tmp_path)[stopped] == before[stopped]
+    assert _study(tmp_path).trials[number].state == optuna.trial.TrialState.PRUNED, "the replay told Optuna the record"
+    for name, (digest, statuses) in _files(tmp_path).items():
+        if statuses <= set(STATE):
+            complete.setdefault(name, digest)
 
     resumed = subprocess.run([sys.executable, "-m", "ascood.cli.sweep", str(path), "--resume", "--no-progress"],
                              capture_output=True, text=True, timeout=600)
@@ -101,13 +114,10 @@ def test_a_trial_asha_stopped_before_a_kill_is_never_trained_again(tmp_path, kil
     assert after[stopped] == before[stopped], "the stopped trial's file is byte-identical"
     key = stopped.removesuffix(".parquet")
     assert attempts_after[key] == attempts_before[key], "no training step ran for the stopped trial"
-    for name, (digest, statuses) in before.items():
-        if statuses <= set(STATE):
-            assert after[name][0] == digest, f"{name}: complete before the kill, changed after it"
+    for name, digest in complete.items():
+        assert after[name][0] == digest, f"{name}: complete at a kill, changed after it"
     study = _study(tmp_path)
     assert len(study.trials) == 5 and len(after) == 5, "exactly num_samples trials, in Optuna and in Parquet"
     for t in study.trials:
         [status] = after[f"search-{t.number:04d}.parquet"][1]
         assert STATE[status] == t.state.name, f"trial {t.number}: Parquet says {status}, Optuna {t.state.name}"
-    if kill_at == "file":  # Optuna had not been told: the trial came back and replayed its record
-        assert "(as recorded before the crash)" in " ".join(resumed.stdout.split()), resumed.stdout[-3000:]
