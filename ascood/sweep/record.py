@@ -80,28 +80,36 @@ def file_record(path: str, objective: Objective) -> Recorded | None:
     return rows_record(_read(path), objective)
 
 
-def joint_record(paths: list[tuple[str, str]], objective: Objective) -> Recorded | None:
-    """A joint trial's record from its (dataset, file) pairs in the order it trains them."""
+def _joint_pass(paths: list[tuple[str, str]], objective: Objective) -> tuple[Recorded | None, dict[int, float]]:
+    """One read of a joint trial's files, in the order it trains them: its record (None: not
+    ended) and its worst gain after each dataset it completed."""
     gains: dict[str, float] = {}
+    worst: dict[int, float] = {}
     total = len(paths)
 
     def result(status: str, done: int, **extra) -> dict:
-        worst = min(gains.values()) if gains else None
-        return {"objective": worst, "epoch": done, "epochs": total, "status": status, REPLAYED: True,
-                **{f"{GAIN_PREFIX}{b}": g for b, g in gains.items()}, **extra}
+        return {"objective": min(gains.values()) if gains else None, "epoch": done, "epochs": total, "status": status,
+                REPLAYED: True, **{f"{GAIN_PREFIX}{b}": g for b, g in gains.items()}, **extra}
 
     for done, (benchmark, path) in enumerate(paths):
-        rec = file_record(path, objective)
+        rows = _read(path)
+        rec = rows_record(rows, objective)
         if rec is None:
-            return None
+            return None, worst
         if rec.status != "completed":
             extra = {"reason": f"{benchmark}: {rec.reason}"} if rec.status == "failed" else {}
-            return Recorded(rec.status, rec.reason, result(rec.status, done, **extra))
-        gain = _last(_read(path))[0]["norm_gain"]
+            return Recorded(rec.status, rec.reason, result(rec.status, done, **extra)), worst
+        gain = _last(rows)[0]["norm_gain"]
         if gain is None or not math.isfinite(gain):
-            return None  # the trial fails it itself, from the file: nothing to replay
+            return None, worst  # the trial fails it itself, from the file: nothing to replay
         gains[benchmark] = float(gain)
-    return Recorded("completed", None, result("completed", total))
+        worst[done + 1] = min(gains.values())
+    return Recorded("completed", None, result("completed", total)), worst
+
+
+def joint_record(paths: list[tuple[str, str]], objective: Objective) -> Recorded | None:
+    """A joint trial's record from its (dataset, file) pairs in the order it trains them."""
+    return _joint_pass(paths, objective)[0]
 
 
 def steps(path: str, objective: Objective) -> dict[int, float]:
@@ -120,13 +128,5 @@ def steps(path: str, objective: Objective) -> dict[int, float]:
 
 def joint_steps(paths: list[tuple[str, str]], objective: Objective) -> dict[int, float]:
     """A joint trial's worst gain after each dataset it completed, when it has ended (else empty)."""
-    if joint_record(paths, objective) is None:
-        return {}
-    out, gains = {}, []
-    for done, (_, path) in enumerate(paths, start=1):
-        rows = _read(path)
-        if not rows or not terminal_rows(rows) or rows[0]["status"] != "completed":
-            break
-        gains.append(float(_last(rows)[0]["norm_gain"]))
-        out[done] = min(gains)
-    return out
+    recorded, worst = _joint_pass(paths, objective)
+    return {} if recorded is None else worst

@@ -18,8 +18,7 @@ from ascood.results import RunLabels, finished, read_rows, run_id_for, status_ro
 from ascood.sweep.outcome import Outcome, trial_outcome
 from ascood.sweep.paths import results_file, trial_key
 from ascood.sweep.record import terminal_rows
-from ascood.sweep.spec import SEARCHABLE, params_to_config
-from ascood.sweep.trainable import TrialMeta, joint_key, trial_values
+from ascood.sweep.trainable import TrialMeta, joint_key, joint_values, trial_values
 
 
 class ResultsStatusCallback(Callback):
@@ -56,27 +55,24 @@ class ResultsStatusCallback(Callback):
             target = _joint_target(self.out, meta, trial.config)
             if target is None:
                 return  # every dataset completed: nothing of it was stopped or failed
-            benchmark, values, path = target
+            benchmark, cfg, path = target
             reason = f"{reason} (joint trial, on {benchmark})"
         else:
-            values = trial_values(trial.config, meta)
-            key = trial_key(meta.stage, trial.config, run_id_for(validate_config(values)))
-            path = results_file(self.out, meta.benchmark, key)
-        mark_file(path, validate_config(values), RunLabels(meta.sweep, trial.trial_id, meta.stage), status, reason)
+            cfg = validate_config(trial_values(trial.config, meta))
+            path = results_file(self.out, meta.benchmark, trial_key(meta.stage, trial.config, run_id_for(cfg)))
+        mark_file(path, cfg, RunLabels(meta.sweep, trial.trial_id, meta.stage), status, reason)
 
 
-def _joint_target(out: str, meta: TrialMeta, config: dict) -> tuple[str, dict, str] | None:
-    """(dataset, config values, file) of the dataset a joint trial was on: the first whose run is
-    not completed."""
+def _joint_target(out: str, meta: TrialMeta, config: dict) -> tuple[str, TrainConfig, str] | None:
+    """(dataset, run config, file) of the dataset a joint trial was on: the first whose run is not
+    completed."""
     key = joint_key(meta, config)
-    params = {k: config[k] for k in SEARCHABLE if k in config}
     for part in meta.joint:
-        values = {**part["defaults"], **params_to_config(params), "seed": meta.seed}
+        cfg = validate_config(joint_values(config, meta, part))
         path = results_file(out, part["benchmark"], key)
-        cfg = validate_config(values)
         rows = [r for r in read_rows(path) if r["run_id"] == run_id_for(cfg)] if storage.exists(path) else []
         if not finished(rows, cfg.epochs):
-            return part["benchmark"], values, path
+            return part["benchmark"], cfg, path
     return None
 
 

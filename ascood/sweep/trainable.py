@@ -207,11 +207,11 @@ def sweep_trial(config: dict) -> None:
 
     meta = TrialMeta(**config["sweep"])
     trial_id = ray.tune.get_context().get_trial_id()
-    recorded = trial_record(config)
-    if recorded is not None:  # it ended before a crash: Tune restored it, or Optuna's trial came back
-        report(recorded.result)
-        return
     if meta.joint:
+        recorded = trial_record(config)
+        if recorded is not None:  # it ended before a crash: Tune restored it, or Optuna's trial came back
+            report(recorded.result)
+            return
         joint_trial(config, meta, trial_id, report)
         return
     cfg = validate_config(trial_values(config, meta))
@@ -222,6 +222,12 @@ def sweep_trial(config: dict) -> None:
 def joint_key(meta: TrialMeta, config: dict) -> str:
     """A joint trial's file name on every dataset: its Optuna trial."""
     return f"{meta.stage}-{int(config[OPTUNA_TRIAL]):04d}"
+
+
+def joint_values(config: dict, meta: TrialMeta, part: dict) -> dict:
+    """A joint trial's run on one of its datasets: that dataset's defaults, the searched setting, its seed."""
+    params = {k: config[k] for k in SEARCHABLE if k in config}
+    return {**part["defaults"], **params_to_config(params), "seed": meta.seed}
 
 
 def record_files(config: dict) -> list[tuple[str, str]]:
@@ -236,7 +242,8 @@ def record_files(config: dict) -> list[tuple[str, str]]:
 
 
 def trial_record(config: dict) -> Recorded | None:
-    """How the trial ended as its own files say (`ascood.sweep.record`), or None when it has not."""
+    """How the trial ended as its own files say (`ascood.sweep.record`), or None when it has not.
+    (A dataset trial checks its own file in `run_dataset`, where the joint trial's runs do too.)"""
     meta = TrialMeta(**config["sweep"])
     objective = Objective(**meta.objective)
     files = record_files(config)
@@ -350,7 +357,6 @@ def joint_trial(config: dict, meta: TrialMeta, trial_id: str, report: Report) ->
     worst normalized gain over CE so far reported with `epoch` = datasets done. ASHA compares
     trials at the same count of datasets, where that worst case is an upper bound of the final one."""
     objective = Objective(**meta.objective)
-    params = {k: config[k] for k in SEARCHABLE if k in config}
     key = joint_key(meta, config)
     gains: dict[str, float] = {}
     trained = 0.0  # the runs' train+eval seconds so far: when this trial's training began (timeline)
@@ -367,7 +373,7 @@ def joint_trial(config: dict, meta: TrialMeta, trial_id: str, report: Report) ->
             return
         sub = TrialMeta(**{**meta.as_dict(), "benchmark": benchmark, "defaults": part["defaults"], "joint": (),
                            "gain_ref": ce})
-        cfg = validate_config({**part["defaults"], **params_to_config(params), "seed": meta.seed})
+        cfg = validate_config(joint_values(config, meta, part))
         run_dataset(cfg, sub, trial_id, key, None)
         path = results_file(meta.out, benchmark, key)
         rows = read_rows(path) if storage.exists(path) else []
