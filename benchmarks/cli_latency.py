@@ -4,15 +4,14 @@
 
 Each command runs `--repeats` times warm (bytecode cached, files in the page cache) and once cold
 (an empty `PYTHONPYCACHEPREFIX`: every module compiled anew, as on a fresh clone); the median of
-the warm runs and the cold run are the row. Rows go to `DIR/rows.jsonl` as each is measured;
-`--resume` keeps the rows already there, `--table` prints the BENCHMARKS.md table from them.
-`--quick`: two warm runs each.
+the warm runs and the cold run are the row. Rows go to `DIR/rows.jsonl` as each is measured
+(benchmarks/rows.py); `--resume` keeps the rows already there, `--table` prints the BENCHMARKS.md
+table from them. `--quick`: one warm run each.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -21,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import rows
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,50 +52,34 @@ def _run(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     return time.perf_counter() - t0, proc.returncode
 
 
-def measure(name: str, argv: list[str], repeats: int) -> dict:
+def measure(argv: list[str], repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         cold, rc = _run(argv, {**os.environ, "PYTHONPYCACHEPREFIX": cache})
     _run(argv, dict(os.environ))  # the bytecode written for the warm runs
     warm = [_run(argv, dict(os.environ))[0] for _ in range(repeats)]
-    return {"command": name, "rc": rc, "cold_s": round(cold, 3), "warm_median_s": round(statistics.median(warm), 3),
+    return {"rc": rc, "cold_s": round(cold, 3), "warm_median_s": round(statistics.median(warm), 3),
             "warm_s": [round(w, 3) for w in warm], "repeats": repeats}
 
 
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-
-
-def table(rows: list[dict]) -> str:
+def table(rows_: list[dict]) -> str:
     lines = ["| command | exit | warm, median (s) | cold (s) |", "|---|---|---|---|"]
-    lines += [f"| `{r['command']}` | {r['rc']} | {r['warm_median_s']:.2f} | {r['cold_s']:.2f} |" for r in rows]
+    lines += [f"| `{r['command']}` | {r['rc']} | {r['warm_median_s']:.2f} | {r['cold_s']:.2f} |" for r in rows_]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--work", type=Path, default=REPO / "runs" / "bench-cli-latency")
-    p.add_argument("--resume", action="store_true", help="keep the rows already measured in --work")
-    p.add_argument("--table", action="store_true", help="print the table of the rows in --work and stop")
-    p.add_argument("--quick", action="store_true", help="two warm runs per command")
+    rows.add_options(p, "cli-latency", "one warm run per command")
     args = p.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
-    rows_file = args.work / "rows.jsonl"
-    if args.table:
-        print(table(read_rows(rows_file)))
+    if rows.table_only(args, table):
         return 0
-    if not args.resume:
-        rows_file.unlink(missing_ok=True)
-    done = {r["command"] for r in read_rows(rows_file)}
-    repeats = 2 if args.quick else args.repeats
-    for name, cmd in commands(args.work).items():
-        if name in done:
-            continue
-        row = measure(name, cmd, repeats)
-        with rows_file.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(f"{name}: exit {row['rc']}, warm {row['warm_median_s']:.2f} s, cold {row['cold_s']:.2f} s", flush=True)
-    print(table(read_rows(rows_file)))
+    if args.quick:
+        args.repeats = 1
+    book = rows.Rows(args, key="command")
+    book.measure(((name, lambda cmd=cmd: measure(cmd, args.repeats)) for name, cmd in commands(args.work).items()),
+                 say=lambda r: f"{r['command']}: exit {r['rc']}, warm {r['warm_median_s']:.2f} s, cold {r['cold_s']:.2f} s")
+    print(table(book.rows))
     return 0
 
 
