@@ -28,7 +28,7 @@ from pathlib import Path
 import rows
 
 # torch, PIL and ascood are imported where they are used: --table and a finished --resume import none
-PATHS = ("cold", "reference", "cached-batches", "cached-crops", "step")
+PATHS = ("cold", "reference", "cached", "cached+crops", "step")
 
 
 class _PilDataset:
@@ -51,9 +51,9 @@ def label(r: dict) -> str:
         "cold": f"cold: build the decoded-image cache once ({s['workers']} decode processes, written to disk)",
         "reference": "reference: torchvision PIL pipeline every epoch (Resize, RandomResizedCrop, flip, ToTensor, "
                      f"Normalize; {s['workers']} DataLoader workers)",
-        "cached-batches": "cached epoch: memory-mapped uint8 batches (main process, no workers)",
-        "cached-crops": "cached epoch + RandomResizedCrop/flip/normalize run on the CPU",
-        "step": f"the ASCOOD training step it feeds ({s.get('backbone', 'resnet18')}, {s['size']} px, eval-mode saliency, "
+        "cached": "cached: an epoch of memory-mapped uint8 batches (main process, no workers)",
+        "cached+crops": "cached+crops: the same + RandomResizedCrop/flip/normalize run on the CPU",
+        "step": f"step: the ASCOOD training step it feeds ({s.get('backbone', 'resnet18')}, {s['size']} px, eval-mode saliency, "
                 f"{r.get('device', 'cpu')})",
     }[r["case"]]
 
@@ -179,7 +179,7 @@ def measure(args: argparse.Namespace, book: rows.Rows) -> None:
             return {**rate(float(np.median(times[1:])), args.batch), "device": str(accelerator.device),
                     "step_s": [round(v, 4) for v in times[1:]]}
 
-        book.measure([("reference", reference), ("cached-batches", batches), ("cached-crops", crops), ("step", step)], say)
+        book.measure([("reference", reference), ("cached", batches), ("cached+crops", crops), ("step", step)], say)
 
 
 if __name__ == "__main__":

@@ -59,10 +59,10 @@ def measure(images: int, size: int, batch: int, repeats: int) -> dict:
 
 
 def table(rows_: list[dict]) -> str:
-    lines = [(f"{r['size']}×{r['size']}, {r['batch']} ({r['images']:,} images{', quick' if r.get('quick') else ''})",
+    lines = [(r["case"] + (" (quick)" if r.get("quick") else ""),
               f"{r['us_per_batch']['itemwise']:,.0f}", f"{r['us_per_batch']['batched']:,.0f}", f"{r['speedup']:.1f}×")
              for r in rows_]
-    return rows.markdown(["images, batch", "item-wise µs/batch", "batched µs/batch", "speed-up"], lines, "lrrr")
+    return rows.markdown(["images, size, batch", "item-wise µs/batch", "batched µs/batch", "speed-up"], lines, "lrrr")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Engine overhead of a sweep, and where it goes.
 
-    python benchmarks/sweep_overhead.py sweeps/quickstart.yaml [--samples-scale 2] [--datasets 2]
-        [--samples N] [--no-stages] [--output DIR] [--markdown]
+    python benchmarks/sweep_overhead.py [sweeps/quickstart.yaml] [--samples-scale 2] [--datasets 2]
+        [--samples N] [--no-stages] [--output DIR] [--label TEXT] [--work DIR] [--resume] [--table] [--quick]
 
 Runs the sweep into a fresh output directory (a subprocess, as a user runs it), then reads every
 trained trial's `wall_time_s` (training plus evaluation) from the Parquet results and the driver's
@@ -18,20 +18,22 @@ the rest is overhead, broken down into (each in wall-clock seconds, slot time ÷
 
 `--samples-scale K` multiplies every `num_samples` (the search and robust stages), `--samples N`
 sets them, `--datasets N` keeps the first N datasets, `--no-stages` runs the search stage only.
+Each sweep so shaped is a case (its label), one row in `DIR/rows.jsonl` (benchmarks/rows.py):
+`--resume` with another shape measures it beside the rows there; `--table` prints them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pandas as pd
+import rows
 import yaml
 
 LATER_STAGES = ("robust", "transfer", "baselines", "outliers")
@@ -171,6 +173,8 @@ def measure(spec: dict, out: Path, label: str = "") -> Measured:
     exited = time.time()
     if proc.returncode != 0:
         sys.exit(f"sweep failed:\n{proc.stderr[-3000:]}")
+    import pandas as pd
+
     df = pd.read_parquet(out / "results")
     trained = df[df["reused_from"].isna()]  # a reused run was trained (and counted) once, by its original trial
     per_run = trained.groupby(["stage", "benchmark", "trial_id"])["wall_time_s"].max()
@@ -181,33 +185,62 @@ def measure(spec: dict, out: Path, label: str = "") -> Measured:
                     breakdown(out, conc, launched, exited, busy))
 
 
-def main() -> None:
+def label_of(spec: dict, args: argparse.Namespace) -> str:
+    return args.label or (f"{spec['name']}, {len(spec['datasets'])} datasets, num_samples {spec.get('num_samples')}"
+                          + (", search only" if args.no_stages else ""))
+
+
+def values(m: Measured) -> dict:
+    """A measured sweep as a row's values."""
+    return {**asdict(m), "overhead": round(m.overhead, 3), "share": round(m.share, 5)}
+
+
+def measured(row: dict) -> Measured:
+    return Measured(**{k: row[k] for k in ("label", "trials", "trained", "wall", "busy", "conc", "parts")})
+
+
+def table(rows_: list[dict]) -> str:
+    ms = [(measured(r), r.get("quick")) for r in rows_]
+    text = [rows.markdown(["sweep", "trials", "wall", "trials' train+eval", "÷ concurrency", "overhead", "share"],
+                          [(m.label + (" (quick)" if q else ""), m.trials, f"{m.wall:.0f} s", f"{m.busy:.0f} s",
+                            f"{m.busy / m.conc:.0f} s", f"{m.overhead:.0f} s", f"**{100 * m.share:.1f}%**") for m, q in ms],
+                          "lrrrrrr")]
+    for m, _ in ms:
+        lines = [(name, f"{sec:.1f}", f"{100 * sec / m.wall:.1f}%") for name, sec in m.parts.items()]
+        lines.append((f"(sum; the overhead above is {m.overhead:.1f})", f"{sum(m.parts.values()):.1f}",
+                      f"{100 * sum(m.parts.values()) / m.wall:.1f}%"))
+        text += ["", f"where the overhead of {m.label} goes:", "",
+                 rows.markdown(["where the overhead goes", "seconds", "share of wall"], lines, "lrr")]
+    return "\n".join(text)
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("sweep", type=Path)
+    p.add_argument("sweep", type=Path, nargs="?", default=rows.REPO / "sweeps" / "quickstart.yaml")
     p.add_argument("--samples-scale", type=float, default=1.0)
     p.add_argument("--samples", type=int)
     p.add_argument("--datasets", type=int)
     p.add_argument("--no-stages", action="store_true")
-    p.add_argument("--output", type=Path, help="output directory (default: a temporary one)")
+    p.add_argument("--output", type=Path, help="output directory (default: under --work, one per case)")
     p.add_argument("--label", default="")
-    args = p.parse_args()
-
-    spec = shaped(yaml.safe_load(args.sweep.read_text()), args)
-    out = args.output or Path(tempfile.mkdtemp(prefix="sweep-overhead-")) / "out"
-    m = measure(spec, out, args.label)
-    print(f"sweep {m.label}: {m.trials} trials ({m.trained} trained runs), concurrency {m.conc}")
-    print("| sweep | trials | wall | trials' train+eval | ÷ concurrency | overhead | share |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    print(f"| {m.label} | {m.trials} | {m.wall:.0f} s | {m.busy:.0f} s | {m.busy / m.conc:.0f} s | {m.overhead:.0f} s "
-          f"| **{100 * m.share:.1f}%** |")
-    print()
-    print("| where the overhead goes | seconds | share of wall |")
-    print("|---|---:|---:|")
-    for name, seconds in m.parts.items():
-        print(f"| {name} | {seconds:.1f} | {100 * seconds / m.wall:.1f}% |")
-    print(f"| (sum; the overhead above is {m.overhead:.1f}) | {sum(m.parts.values()):.1f} | "
-          f"{100 * sum(m.parts.values()) / m.wall:.1f}% |")
+    rows.add_options(p, "sweep-overhead", f"the search stage alone, 2 trials of 1 epoch on {rows.QUICK_BENCHMARK}")
+    args = p.parse_args(argv)
+    if rows.table_only(args, table):
+        return 0
+    spec = yaml.safe_load(args.sweep.read_text())
+    if args.quick:
+        spec = rows.quick_sweep(spec)
+        args.samples, args.no_stages, args.datasets = 2, True, None
+    spec = shaped(spec, args)
+    book = rows.Rows(args, free=("sweep", "samples_scale", "samples", "datasets", "no_stages", "output", "label"))
+    label = label_of(spec, args)
+    out = args.output or args.work / re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-") / "out"
+    book.measure([(label, lambda: values(measure(spec, out, label)))],
+                 say=lambda r: f"sweep {r['label']}: {r['trials']} trials ({r['trained']} trained runs), "
+                               f"concurrency {r['conc']}, wall {r['wall']:.0f} s")
+    print(table(book.rows))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
