@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import platform
 import subprocess
@@ -62,12 +63,25 @@ def read(path: Path) -> list[dict]:
     return out
 
 
-def append(path: Path, row: dict) -> None:
-    """One row, on the disk before this returns."""
+def _finite(v: Any) -> Any:
+    """NaN and ±inf as null: a rows file is plain JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
+
+
+def append(path: Path, row: dict) -> dict:
+    """One row, on the disk before this returns; the row as it will be read back."""
+    row = _finite(row)
     with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+        f.write(json.dumps(row, allow_nan=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
+    return row
 
 
 @functools.cache
@@ -141,9 +155,8 @@ class Rows:
 
     def add(self, case: Any, values: dict) -> dict:
         row = {self.key: case, **values, "settings": self.settings, "quick": self.quick, **where_and_when()}
-        append(self.path, row)
-        self.rows.append(row)
-        return row
+        self.rows.append(append(self.path, row))
+        return self.rows[-1]
 
     def measure(self, cases: Iterable[tuple[Any, Callable[[], dict]]],
                 say: Callable[[dict], str] | None = None) -> list[dict]:
