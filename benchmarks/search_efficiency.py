@@ -20,8 +20,11 @@ its curve for seed s takes the pool in a random order drawn from s, so its end p
 that random search finds with `scale ×` the budget) is the pool's best. The target: the default
 reaches that value within 0.5 points using at most 1/scale of random search's compute.
 
-Sweeps already finished under --work are read, not run again, so the benchmark can be extended
-(more seeds, another strategy) without paying for what is there.
+Each sweep's trials (epochs trained, objective, in completion order) are a row of `DIR/rows.jsonl`
+as soon as it ends (benchmarks/rows.py); the table is computed from the rows. `--resume` keeps
+them and runs only the sweeps missing, so the benchmark can be extended (more seeds, another
+strategy) without paying for what is there. Without it the rows start anew, but sweeps already
+finished under --work are still read, not run again: their trials do not depend on when they ran.
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pandas as pd
+import rows
 import yaml
 
-from ascood.sweep.paths import results_dir
+# Optuna and ascood are imported where they are used: --table and a finished --resume import neither
 
 ASHA = {"name": "asha", "grace_period": 1, "reduction_factor": 2}
 ASHA_G2 = {"name": "asha", "grace_period": 2, "reduction_factor": 2}
@@ -91,6 +94,10 @@ def run(spec: dict, work: Path) -> Path:
 def trials(out: Path, name: str, benchmark: str) -> pd.DataFrame:
     """One row per search trial: completion time, epochs trained, final objective (NaN unless
     trained to the end and complete)."""
+    import optuna
+
+    from ascood.sweep.paths import results_dir
+
     study = optuna.load_study(study_name=f"{name}-{benchmark}", storage=f"sqlite:///{out / 'optuna.db'}")
     by_number = {}  # a search trial's file is named by its Optuna trial number: search-0007.parquet
     for path in Path(results_dir(str(out), benchmark)).glob("search-*.parquet"):
@@ -115,7 +122,78 @@ def best_within(x: np.ndarray, y: np.ndarray, budget: float) -> float:
     return float(np.nanmax(y[ok])) if ok.any() and not np.all(np.isnan(y[ok])) else np.nan
 
 
-def main() -> None:
+def sweep_row(spec: dict, work: Path, benchmarks: list[str], strategy: str, seed: int, samples: int) -> dict:
+    """Run (or read) one sweep; its trials per dataset in the order they completed."""
+    out = run(spec, work)
+    per = {}
+    for b in benchmarks:
+        df = trials(out, spec["name"], b)
+        per[b] = {"epochs": [int(e) for e in df["epochs"]], "values": [None if np.isnan(v) else float(v) for v in df["value"]]}
+    return {"strategy": strategy, "seed": seed, "samples": samples, "output": str(out), "trials": per}
+
+
+def _frame(t: dict) -> pd.DataFrame:
+    return pd.DataFrame({"epochs": t["epochs"], "value": [np.nan if v is None else v for v in t["values"]]})
+
+
+def curves_of(rows_: list[dict], seeds: list[int]) -> dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]]:
+    curves: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
+    for r in rows_:
+        for b, t in r["trials"].items():
+            if r["strategy"] == "random":  # one pool, a random order per seed
+                for seed in seeds:
+                    order = _frame(t).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+                    curves.setdefault(("random", b), []).append(curve(order))
+            else:
+                curves.setdefault((r["strategy"], b), []).append(curve(_frame(t)))
+    return curves
+
+
+def table(rows_: list[dict]) -> str:
+    s = rows_[0]["settings"]
+    names = list(dict.fromkeys(r["strategy"] for r in rows_))
+    benchmarks = list(dict.fromkeys(b for r in rows_ for b in r["trials"]))
+    epochs = rows_[0]["epochs"]
+    seeds = sorted({r["seed"] for r in rows_ if r["strategy"] != "random"}) or s["seeds"]  # random's orders: as many
+    curves = curves_of(rows_, seeds)
+    full = s["budget"] * s["scale"] * epochs  # random search's compute
+    allowed = full / s["scale"]
+    started = ", ".join(f"{n} {starts(n, s['budget'], s['asha_samples'])}" for n in names if n != "random")
+    text = [f"budget: {allowed:g} trial-epochs per searched strategy ({s['budget']} trials × {epochs} epochs; "
+            f"trials started: {started}); random search: {s['budget'] * s['scale']} trials ({full} trial-epochs); "
+            f"seeds {seeds}{'; quick' if rows_[0].get('quick') else ''}", ""]
+    lines, summary = [], {}
+    for b in benchmarks:
+        target = np.nanmean([best_within(x, y, full) for x, y in curves.get(("random", b), [])]) \
+            if ("random", b) in curves else np.nan
+        for strategy in names:
+            runs = curves.get((strategy, b), [])
+            if not runs:
+                continue
+            spent = [x[-1] for x, _ in runs]
+            with np.errstate(all="ignore"):
+                best = [np.nanmax(y) if not np.all(np.isnan(y)) else np.nan for _, y in runs]
+                early = [best_within(x, y, allowed) for x, y in runs]
+            counted = [int((x <= allowed + 1e-9).sum()) for x, _ in runs]
+            reached = sum(e >= target - WITHIN for e in early)
+            summary[(b, strategy)] = np.nanmean(early) if not np.all(np.isnan(early)) else np.nan
+            lines.append((b, strategy, f"{np.mean(counted):.1f}", f"{np.mean(spent):.0f}",
+                          f"{np.mean(best):.2f} ± {np.std(best):.2f}", f"{summary[(b, strategy)]:.2f}", f"{target:.2f}",
+                          f"{reached}/{len(runs)} seeds"))
+    text.append(rows.markdown(["dataset", "strategy", f"trials within {allowed:g} trial-epochs", "trial-epochs spent in all",
+                               "best val objective in all (mean ± std over seeds)", f"best within {allowed:g} trial-epochs",
+                               f"random's best at {full}", f"reached (≤ {WITHIN} below)"], lines, "llrrrrrl"))
+    default = s["default"]
+    if "random" in names and default in names:
+        met = all(summary[(b, default)] >= np.nanmean([best_within(x, y, full) for x, y in curves[("random", b)]]) - WITHIN
+                  for b in benchmarks)
+        text.append(f"\ndefault {default}: target {'met' if met else 'missed'} on "
+                    f"{'every dataset' if met else 'at least one dataset'} (mean over seeds)")
+    text.append("\ncases: " + ", ".join(r["case"] for r in rows_))
+    return "\n".join(text)
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", type=Path, default=Path("sweeps/quickstart.yaml"))
     p.add_argument("--budget", type=int, default=12,
@@ -126,67 +204,42 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--strategies", default="random,tpe,tpe+asha")
     p.add_argument("--default", default="tpe+asha", help="the strategy held to the target")
-    p.add_argument("--work", type=Path, default=Path("runs/search-efficiency"))
-    p.add_argument("--plot", type=Path, default=Path("benchmarks/figures/search_efficiency.png"))
-    args = p.parse_args()
-
+    p.add_argument("--plot", type=Path, default=Path("benchmarks/figures/search_efficiency.png"),
+                   help="(with --quick: WORK/search_efficiency.png)")
+    rows.add_options(p, "search-efficiency", f"random and tpe+asha, budget 2, scale 2, one seed, 1 epoch, on "
+                     f"{rows.QUICK_BENCHMARK}", work=Path("runs/search-efficiency"))
+    args = p.parse_args(argv)
+    if rows.table_only(args, table):
+        return 0
     base = yaml.safe_load(args.base.read_text())
+    if args.quick:
+        base = rows.quick_sweep(base)
+        args.strategies, args.budget, args.scale, args.seeds = "random,tpe+asha", 2, 2, [0]
+        args.plot = args.work / "search_efficiency.png"
+    book = rows.Rows(args, free=("seeds", "strategies", "plot"))
     benchmarks = [d["benchmark"] for d in base["datasets"]]
     epochs = int(base["trial"]["epochs"])
     names = [s.strip() for s in args.strategies.split(",")]
-    curves: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
+    plan = []  # (case, strategy, seed, samples, output)
     for strategy in names:
         if strategy == "random":
-            spec = sweep_file(base, "random", 0, args.budget * args.scale, args.work / "random-pool")
-            out = run(spec, args.work)
-            for b in benchmarks:
-                pool = trials(out, spec["name"], b)
-                for seed in args.seeds:
-                    order = pool.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-                    curves.setdefault((strategy, b), []).append(curve(order))
+            plan.append(("random pool", strategy, 0, args.budget * args.scale, args.work / "random-pool"))
             continue
         samples = starts(strategy, args.budget, args.asha_samples)
-        for seed in args.seeds:
-            spec = sweep_file(base, strategy, seed, samples, args.work / f"{strategy.replace('+', '-')}-{seed}-n{samples}")
-            out = run(spec, args.work)
-            for b in benchmarks:
-                curves.setdefault((strategy, b), []).append(curve(trials(out, spec["name"], b)))
-
-    full = args.budget * args.scale * epochs  # random search's compute
-    allowed = full / args.scale
-    started = ", ".join(f"{n} {starts(n, args.budget, args.asha_samples)}" for n in names if n != "random")
-    print(f"budget: {allowed:g} trial-epochs per searched strategy ({args.budget} trials × {epochs} epochs; "
-          f"trials started: {started}); random search: "
-          f"{args.budget * args.scale} trials ({full} trial-epochs); seeds {args.seeds}")
-    print()
-    print(f"| dataset | strategy | trials within {allowed:g} trial-epochs | trial-epochs spent in all "
-          f"| best val objective in all (mean ± std over seeds) "
-          f"| best within {allowed:g} trial-epochs | random's best at {full} | reached (≤ {WITHIN} below) |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
-    summary = {}
-    for b in benchmarks:
-        target = np.nanmean([best_within(x, y, full) for x, y in curves.get(("random", b), [])]) \
-            if ("random", b) in curves else np.nan
-        for strategy in names:
-            runs = curves[(strategy, b)]
-            spent = [x[-1] for x, _ in runs]
-            best = [np.nanmax(y) for _, y in runs]
-            early = [best_within(x, y, allowed) for x, y in runs]
-            counted = [int((x <= allowed + 1e-9).sum()) for x, _ in runs]
-            reached = sum(e >= target - WITHIN for e in early)
-            summary[(b, strategy)] = {"spent": float(np.mean(spent)), "best": float(np.mean(best)),
-                                      "within": float(np.nanmean(early)), "reached": reached}
-            print(f"| {b} | {strategy} | {np.mean(counted):.1f} | {np.mean(spent):.0f} "
-                  f"| {np.mean(best):.2f} ± {np.std(best):.2f} "
-                  f"| {np.nanmean(early):.2f} | {target:.2f} | {reached}/{len(runs)} seeds |")
-    verdict = all(summary[(b, args.default)]["within"] >= np.nanmean(
-        [best_within(x, y, full) for x, y in curves[("random", b)]]) - WITHIN for b in benchmarks) \
-        if "random" in names and args.default in names else None
-    if verdict is not None:
-        print(f"\ndefault {args.default}: target {'met' if verdict else 'missed'} on "
-              f"{'every dataset' if verdict else 'at least one dataset'} (mean over seeds)")
-    plot(curves, benchmarks, names, full, allowed, args.plot)
+        plan += [(f"{strategy} seed {seed}", strategy, seed, samples,
+                  args.work / f"{strategy.replace('+', '-')}-{seed}-n{samples}") for seed in args.seeds]
+    new = book.measure(((case, lambda st=st, seed=seed, n=n, out=out: {
+        **sweep_row(sweep_file(base, st, seed, n, out), args.work, benchmarks, st, seed, n), "epochs": epochs})
+        for case, st, seed, n, out in plan),
+        say=lambda r: f"{r['case']}: " + ", ".join(f"{b} {len(t['epochs'])} trials" for b, t in r["trials"].items()))
+    wanted = {case for case, *_ in plan}
+    mine = [r for r in book.rows if r["case"] in wanted]
+    print(table(mine))
+    if new or not args.plot.exists():
+        plot(curves_of(mine, args.seeds), benchmarks, names, args.budget * args.scale * epochs, args.budget * epochs,
+             args.plot)
     print(f"plot: {args.plot}")
+    return 0
 
 
 def plot(curves, benchmarks, names, full, allowed, path: Path) -> None:
@@ -219,4 +272,4 @@ def plot(curves, benchmarks, names, full, allowed, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
