@@ -1,7 +1,8 @@
 """Chaos benchmark: a small real sweep SIGKILLed as a whole process tree K times, at moments drawn
 over the whole sweep, resumed after each kill, then audited.
 
-    python benchmarks/chaos.py --kills 10 [--seed 0] [--samples 10] [--output DIR] [--record FILE]
+    python benchmarks/chaos.py --kills 10 [--seed 0 [1 …]] [--samples 10] [--datasets cmnist,mnist6] [--work DIR]
+        [--output DIR] [--record FILE] [--resume] [--table [FILE]] [--quick]
 
 Two embedded datasets (cmnist, mnist6), search (TPE + ASHA) + final + CE baseline + robust +
 transfer stages. Each kill is of one kind, drawn in turn from a seeded shuffle: `time` (a random
@@ -13,8 +14,13 @@ study, hold exactly `samples` trials in Parquet and in Optuna, each with one ter
 none RUNNING; Parquet's status and Optuna's state agree for every trial; no result row is
 duplicated (stage, run, epoch, split, OOD set, scorer) and none says `running`; no run (config and
 seed) was trained to the end by two trials (a later stage records it, `reused_from`); every trial
-file that was complete at a kill is byte-identical at the end. `--record` appends the audit as one
-JSON line.
+file that was complete at a kill is byte-identical at the end.
+
+Each seed is a case: its audit is a row of `DIR/rows.jsonl` (benchmarks/rows.py) as soon as its
+sweep is audited, and `--record FILE` appends it to FILE too. `--resume` runs only the seeds not
+there (an interrupted seed starts again from nothing: a chaos run is not resumed); `--table FILE`
+prints the table of a recorded file. `--quick`: 2 kills, seed 3, 3 trials per search, cmnist[classes=2]
+and mnist6 (what tests/test_chaos.py runs). Exit status 1 when an audit fails.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +42,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import psutil
+import rows
 import yaml
 
 from ascood.sweep.paths import safe_name
@@ -259,29 +266,43 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0], help="one case each")
     p.add_argument("--samples", type=int, default=10, help="search trials per dataset")
     p.add_argument("--max-wait", type=float, default=45.0, help="longest run before a kill (s)")
-    p.add_argument("--output", type=Path, help="work directory (default: a temporary one)")
-    p.add_argument("--record", type=Path, help="append the audit to this JSON-lines file")
-    p.add_argument("--table", type=Path, metavar="FILE", help="print the BENCHMARKS.md table of a --record file and stop")
-    args = p.parse_args()
-    if args.table:
-        print(table([json.loads(x) for x in args.table.read_text().splitlines() if x.strip()]))
-        return
-    work = args.output or Path(tempfile.mkdtemp(prefix="chaos-"))
-    result = run_chaos(work, kills=args.kills, seed=args.seed, samples=args.samples, max_wait_s=args.max_wait)
-    print(json.dumps(asdict(result), indent=2))
-    if args.record:
-        with args.record.open("a") as f:
-            f.write(json.dumps({"seed": args.seed, "samples": args.samples, "ok": result.ok(args.samples),
-                                **asdict(result)}) + "\n")
-    print("nothing lost, nothing duplicated, nothing left running" if result.ok(args.samples) else "AUDIT FAILED")
-    sys.exit(0 if result.ok(args.samples) else 1)
+    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated benchmark names")
+    p.add_argument("--output", type=Path, help="where each seed's sweep runs, in DIR/seed-N (default: --work)")
+    p.add_argument("--record", type=Path, help="also append each audit to this JSON-lines file")
+    rows.add_options(p, "chaos", "2 kills, seed 3, 3 trials per search, cmnist[classes=2] and mnist6",
+                     table_file=True)
+    args = p.parse_args(argv)
+    if rows.table_only(args, table):
+        return 0
+    if args.quick:
+        args.kills, args.seeds, args.samples, args.max_wait = 2, [3], 3, 40.0
+        args.datasets = f"{rows.QUICK_BENCHMARK},mnist6"  # a parametrized name: its safe on-disk names resume too
+    datasets = tuple(d.strip() for d in args.datasets.split(","))
+    book = rows.Rows(args, key="seed", free=("seeds", "output", "record"))
+
+    def one(seed: int) -> dict:
+        work = (args.output or args.work) / f"seed-{seed}"
+        shutil.rmtree(work, ignore_errors=True)  # what an interrupted attempt left: each case starts from nothing
+        result = run_chaos(work, kills=args.kills, seed=seed, samples=args.samples, max_wait_s=args.max_wait,
+                           datasets=datasets)
+        return {"samples": args.samples, "ok": result.ok(args.samples), **asdict(result), "output": str(work)}
+
+    for seed in book.missing(args.seeds):
+        r = book.add(seed, one(seed))
+        if args.record:
+            rows.append(args.record, r)
+        print(json.dumps(r, indent=2))
+        print("nothing lost, nothing duplicated, nothing left running" if r["ok"] else "AUDIT FAILED", flush=True)
+    mine = [r for seed in args.seeds for r in book.rows if r["seed"] == seed]
+    print(table(mine))
+    return 0 if all(r["ok"] for r in mine) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
