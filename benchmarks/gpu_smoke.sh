@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU smoke test: what only a GPU shows, in a few minutes, one line per check, non-zero exit on any failure.
 #
-#   benchmarks/gpu_smoke.sh [--cpu] [--keep DIR]
+#   benchmarks/gpu_smoke.sh [--cpu | --quick] [--work DIR] [--resume] [--table]
 #
 # On a GPU machine (about 5 minutes on one GPU): the step benchmark (CE vs ASCOOD, fp32 and bf16),
 # `ascood-train --mixed-precision bf16` on an embedded benchmark, `ascood-eval` with every scorer,
@@ -10,21 +10,41 @@
 # score parity for ODIN, i-ODIN and SCALE on the same checkpoint.
 # `--cpu`: the same checks on the CPU with every GPU hidden and the smallest sizes (what CI runs);
 # the GPU-only checks (DDP over two GPUs, GPU-vs-CPU parity) are reported as SKIP.
-# `--keep DIR`: keep every log and output there (the step tables are in DIR/step-*.log).
+# `--quick`: the same as `--cpu` (its sizes are the smallest).
+# `--work DIR` (or `--keep DIR`): keep every log and output there (the step tables are in
+# DIR/step-*.log), and one JSON line per check in DIR/rows.jsonl (name, result, seconds, detail,
+# where and when: benchmarks/rows.py), started anew unless `--resume`: then the checks recorded
+# there as PASS or SKIP in this mode are not run again (the other rows are dropped: those checks
+# run again). `--table`: print the table of those rows.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-MODE=gpu KEEP=""
+usage() { echo "usage: $0 [--cpu | --quick] [--work DIR] [--resume] [--table]" >&2; exit 2; }
+MODE=gpu WORK="" RESUME=0 TABLE=0
 while (($#)); do
   case "$1" in
-    --cpu) MODE=cpu ;;
-    --keep) KEEP="$2"; shift ;;
-    *) echo "usage: $0 [--cpu] [--keep DIR]" >&2; exit 2 ;;
+    --cpu | --quick) MODE=cpu ;;
+    --work | --keep) (($# >= 2)) || usage; WORK="$2"; shift ;;
+    --resume) RESUME=1 ;;
+    --table) TABLE=1 ;;
+    *) usage ;;
   esac
   shift
 done
 PY=${PYTHON:-.venv/bin/python}
-if [[ -n "$KEEP" ]]; then WORK="$KEEP"; mkdir -p "$WORK"; else WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT; fi
+ROWS_PY=benchmarks/rows.py
+if ((TABLE)); then
+  [[ -n "$WORK" ]] || usage
+  exec "$PY" "$ROWS_PY" table "$WORK/rows.jsonl" name result seconds detail
+fi
+if [[ -n "$WORK" ]]; then mkdir -p "$WORK"; else WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT; fi
+ROWS="$WORK/rows.jsonl"
+if ((RESUME)); then
+  DONE=$("$PY" "$ROWS_PY" keep "$ROWS" name result=PASS,SKIP mode="$MODE")  # a failed check runs again
+else
+  rm -f "$ROWS"
+  DONE=""
+fi
 
 if [[ $MODE == cpu ]]; then
   export CUDA_VISIBLE_DEVICES=""
@@ -33,19 +53,37 @@ else
   BENCH="mnist10" EPOCHS=2 BACKBONE=resnet18_32x32 BATCH=128 STEPS=20 GPUS=0.5 SEARCH=""
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+SETTINGS="{\"mode\": \"$MODE\", \"bench\": \"$BENCH\", \"epochs\": $EPOCHS, \"backbone\": \"$BACKBONE\", \"batch\": $BATCH, \"steps\": $STEPS, \"gpus\": $GPUS}"
+QUICK=$([[ $MODE == cpu ]] && echo true || echo false)
 
+kept() { grep -qxF -- "$1" <<<"$DONE"; }
+record() {  # record NAME RESULT SECONDS DETAIL: one row, as soon as the check has ended
+  "$PY" "$ROWS_PY" add "$ROWS" name="$1" result="$2" seconds:="$3" detail="$4" mode="$MODE" quick:="$QUICK" \
+    settings:="$SETTINGS"
+}
 failures=0
 check() {  # check NAME COMMAND…: PASS/FAIL with the seconds it took; the log is WORK/NAME.log
-  local name=$1 t0=$SECONDS
+  local name=$1 t0=$EPOCHREALTIME seconds detail
   shift
+  if kept "$name"; then echo "kept $name: recorded as passed or skipped before (--resume)"; return; fi
   if "$@" >"$WORK/$name.log" 2>&1; then
-    echo "PASS $name ($((SECONDS - t0))s)"
+    seconds=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+    detail=$(grep -v '^[[:space:]]*$' "$WORK/$name.log" | tail -n 1)
+    echo "PASS $name (${seconds%.*}s)"
+    record "$name" PASS "$seconds" "$detail"
   else
-    echo "FAIL $name ($((SECONDS - t0))s): $(tail -n 1 "$WORK/$name.log")"
+    seconds=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+    detail=$(tail -n 1 "$WORK/$name.log")
+    echo "FAIL $name (${seconds%.*}s): $detail"
+    record "$name" FAIL "$seconds" "$detail"
     failures=$((failures + 1))
   fi
 }
-skip() { echo "SKIP $1: $2"; }
+skip() {
+  if kept "$1"; then echo "kept $1: recorded as skipped before (--resume)"; return; fi
+  echo "SKIP $1: $2"
+  record "$1" SKIP 0 "$2"
+}
 
 device() {
   "$PY" - "$MODE" <<'EOF'
@@ -143,7 +181,7 @@ EOF
 
 step() {  # step NAME PRECISION
   "$PY" benchmarks/step_cost.py --backbone "$BACKBONE" --batch-size "$BATCH" --steps "$STEPS" --warmup 1 \
-    --mixed-precision "$2"
+    --mixed-precision "$2" --work "$WORK/$1"
 }
 
 echo "# gpu_smoke ($MODE mode), $(date -u +%FT%TZ), work dir $WORK"
@@ -154,9 +192,11 @@ check train-bf16 train
 check eval-all-scorers evaluate_all
 check train-eval-agree agree
 check sweep-4-trials sweep
-n_gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+n_gpus=0
+if ! kept ddp-2-gpus; then n_gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0); fi
 if [[ $MODE == gpu && $n_gpus -ge 2 ]]; then check ddp-2-gpus ddp; else skip ddp-2-gpus "$n_gpus GPU(s) visible"; fi
 if [[ $MODE == gpu ]]; then check gpu-cpu-parity parity; else skip gpu-cpu-parity "no GPU in --cpu mode"; fi
 if [[ $MODE == gpu ]]; then grep -h "^|" "$WORK"/step-*.log; fi
+"$PY" "$ROWS_PY" table "$ROWS" name result seconds detail
 echo "# $failures failed"
 exit $((failures > 0))
